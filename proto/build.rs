@@ -1,0 +1,22 @@
+//! Compiles `kmsim/v1/*.proto` with protox (no system `protoc`) and generates the tonic
+//! clients and servers, plus the encoded descriptor set served by reflection.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let files = ["errors.proto", "instance.proto", "key.proto"]
+        .map(|name| root.join("kmsim/v1").join(name));
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+    let descriptors = protox::compile(files, [&root])?;
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    // `compile_fds` does not write the set itself: encode it for reflection here.
+    std::fs::write(
+        out_dir.join("kmsim_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
+    tonic_prost_build::configure().compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! Every way a kmsim call can fail ([`KmsError`]), the Key Protect reason code of each, and
+//! the one exhaustive mapping to a `tonic::Status` with `google.rpc` error details
+//! (`ErrorInfo` with domain `kmsim`, `BadRequest` field violations, `RetryInfo`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::kms::ids::{InstanceId, KeyId, ParseError};
+use crate::kms::state::KeyState;
+use crate::store::StoreError;
+
+/// The `ErrorInfo.domain` of every kmsim error.
+pub const ERROR_DOMAIN: &str = "kmsim";
+
+/// A rule a request field broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FieldProblem {
+    /// The field is required.
+    #[error("is required")]
+    Missing,
+    /// The field failed to parse.
+    #[error("{0}")]
+    Malformed(ParseError),
+    /// Text longer than allowed.
+    #[error("is too long")]
+    TooLong,
+    /// Text shorter than allowed.
+    #[error("is too short")]
+    TooShort,
+    /// A number outside its range.
+    #[error("is out of range")]
+    OutOfRange,
+    /// Key material of a length other than 16, 24 or 32 bytes.
+    #[error("must be 16, 24 or 32 bytes")]
+    MaterialLength,
+    /// Key size other than 128, 192 or 256 bits.
+    #[error("must be 128, 192 or 256")]
+    KeySize,
+    /// A time that must be in the future is not.
+    #[error("must be in the future")]
+    NotInFuture,
+    /// A value the enum does not define.
+    #[error("is not a known value")]
+    UnknownEnumValue,
+    /// A field that this request must not carry.
+    #[error("is not allowed here")]
+    NotAllowed,
+    /// A page token that this server did not issue for this query.
+    #[error("is not a page token from this query")]
+    BadPageToken,
+    /// Too many items.
+    #[error("has too many items")]
+    TooMany,
+    /// Not a P-256 point in SEC1 encoding.
+    #[error("must be a P-256 public key in SEC1 encoding")]
+    NotAPoint,
+    /// Bytes of the wrong length.
+    #[error("has the wrong length")]
+    Length,
+    /// Material that does not match the length of the key's current version.
+    #[error("must be as long as the key's current material")]
+    MaterialLengthMismatch,
+}
+
+/// Why a kmsim operation failed. Each variant maps to exactly one gRPC code and reason.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KmsError {
+    /// A request field is malformed: `INVALID_ARGUMENT`, with a field violation.
+    #[error("invalid field {field}: {problem}")]
+    InvalidField {
+        /// The field's name in the request, e.g. `key` or `secure_import.iv`.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: FieldProblem,
+    },
+    /// No such instance.
+    #[error("instance {0} not found")]
+    InstanceNotFound(InstanceId),
+    /// The instance still holds keys.
+    #[error("instance {0} still holds keys; delete them or use force")]
+    InstanceNotEmpty(InstanceId),
+    /// No such key (never existed, purged, or named by a CRN that does not match its instance).
+    #[error("key not found")]
+    KeyNotFound,
+    /// The key is Destroyed and the action needs a live key.
+    #[error("key {0} has been deleted")]
+    KeyDeleted(KeyId),
+    /// The action is not allowed in the key's state.
+    #[error("the action is not allowed while the key is {state:?}")]
+    ActionInvalidState {
+        /// The key's state.
+        state: KeyState,
+    },
+    /// The key has expired (e.g. enabling an expired suspended key).
+    #[error("the key has expired")]
+    KeyExpired,
+    /// The ciphertext is corrupt, was made with another key, or the AAD differs.
+    #[error("the ciphertext cannot be processed with this key and AAD")]
+    UnprocessableCiphertext,
+    /// A root key is required (wrap/unwrap/rotate/secure import of a standard key).
+    #[error("this action requires a root key")]
+    RootKeyRequired,
+    /// An imported root key must be rotated with new material.
+    #[error("an imported key must be rotated with new material")]
+    PayloadRequired,
+    /// At most one rotation per hour.
+    #[error("the key was rotated less than an hour ago")]
+    RotationTooSoon {
+        /// When the next rotation is allowed.
+        retry_after: Duration,
+    },
+    /// Purge before 4 h, enable within 30 s of disable, restore within 30 s of delete.
+    #[error("the request is too early")]
+    TooEarly {
+        /// How long until the request can succeed.
+        retry_after: Duration,
+    },
+    /// More than 30 days since deletion.
+    #[error("the key can no longer be restored: 30 days have passed since it was deleted")]
+    RestoreExpired,
+    /// The alias is already used in this instance.
+    #[error("the alias is already in use in this instance")]
+    AliasNotUnique,
+    /// A key may have at most 5 aliases.
+    #[error("a key may have at most 5 aliases")]
+    AliasQuotaExceeded,
+    /// The key has no such alias.
+    #[error("the key has no such alias")]
+    AliasNotFound,
+    /// The instance has no import token (or not the one named).
+    #[error("the instance has no such import token")]
+    ImportTokenNotFound,
+    /// The import token has expired.
+    #[error("the import token has expired")]
+    ImportTokenExpired,
+    /// The import token has no retrievals left.
+    #[error("the import token has no retrievals left")]
+    ImportTokenRetrievalsExhausted,
+    /// The encrypted material could not be unwrapped with the import token's key.
+    #[error("the encrypted material was not encrypted for this import token")]
+    ImportMaterialInvalid,
+    /// The decrypted nonce differs from the token's nonce.
+    #[error("the nonce does not match the import token's nonce")]
+    IncorrectNonce,
+    /// The nonce was not encrypted with this material and IV.
+    #[error("the nonce was not encrypted with this material and IV")]
+    IncorrectNonceIv,
+    /// The HSM refused or failed the operation.
+    #[error("HSM failure: {0}")]
+    Hsm(#[from] sim_hsm::HsmError),
+    /// The durable store failed.
+    #[error("storage failure: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl KmsError {
+    /// Shorthand for a field violation.
+    pub fn field(field: &'static str, problem: FieldProblem) -> Self {
+        Self::InvalidField { field, problem }
+    }
+
+    /// Shorthand for a field that failed to parse.
+    pub fn malformed(field: &'static str, error: ParseError) -> Self {
+        Self::field(field, FieldProblem::Malformed(error))
+    }
+
+    /// The gRPC code, Key Protect reason code and HTTP status Key Protect answers with.
+    pub fn classify(&self) -> (Code, &'static str, u16) {
+        match self {
+            Self::InvalidField { .. } => (Code::InvalidArgument, "BAD_BODY_ERR", 400),
+            Self::InstanceNotFound(_) => (Code::NotFound, "INSTANCE_NOT_FOUND_ERR", 404),
+            Self::InstanceNotEmpty(_) => (Code::FailedPrecondition, "INSTANCE_NOT_EMPTY_ERR", 409),
+            Self::KeyNotFound => (Code::NotFound, "KEY_NOT_FOUND_ERR", 404),
+            Self::KeyDeleted(_) => (Code::FailedPrecondition, "KEY_DELETED_ERR", 410),
+            Self::ActionInvalidState { .. } => (
+                Code::FailedPrecondition,
+                "KEY_ACTION_INVALID_STATE_ERR",
+                409,
+            ),
+            Self::KeyExpired => (Code::FailedPrecondition, "KEY_EXPIRED_ERR", 400),
+            Self::UnprocessableCiphertext => {
+                (Code::InvalidArgument, "UNPROCESSABLE_CIPHERTEXT_ERR", 422)
+            }
+            Self::RootKeyRequired => (Code::FailedPrecondition, "KEY_ROOT_REQ_ERR", 400),
+            Self::PayloadRequired => (Code::InvalidArgument, "KEY_PAYLOAD_REQ_ERR", 400),
+            Self::RotationTooSoon { .. } => {
+                (Code::FailedPrecondition, "KEY_ROTATION_NOT_PERMITTED", 409)
+            }
+            Self::TooEarly { .. } => (Code::FailedPrecondition, "REQ_TOO_EARLY_ERR", 409),
+            Self::RestoreExpired => (Code::FailedPrecondition, "KEY_RESTORE_EXPIRED", 400),
+            Self::AliasNotUnique => (Code::AlreadyExists, "KEY_ALIAS_NOT_UNIQUE_ERR", 409),
+            Self::AliasQuotaExceeded => (Code::ResourceExhausted, "KEY_ALIAS_QUOTA_ERR", 400),
+            Self::AliasNotFound => (Code::NotFound, "KEY_ALIAS_NOT_FOUND_ERR", 404),
+            Self::ImportTokenNotFound => (Code::NotFound, "IMPORT_TOKEN_NOT_FOUND_ERR", 404),
+            Self::ImportTokenExpired => (Code::FailedPrecondition, "IMPORT_TOKEN_EXPIRED_ERR", 409),
+            Self::ImportTokenRetrievalsExhausted => (
+                Code::FailedPrecondition,
+                "IMPORT_TOKEN_RETRIEVALS_EXHAUSTED_ERR",
+                409,
+            ),
+            Self::ImportMaterialInvalid => (Code::InvalidArgument, "BAD_BODY_ERR", 400),
+            Self::IncorrectNonce => (Code::InvalidArgument, "INCORRECT_NONCE_ERR", 400),
+            Self::IncorrectNonceIv => (Code::InvalidArgument, "INCORRECT_NONCE_IV_ERR", 400),
+            Self::Hsm(error) => classify_hsm(error),
+            Self::Store(_) => (Code::Unavailable, "STORAGE_ERR", 503),
+        }
+    }
+}
+
+fn classify_hsm(error: &sim_hsm::HsmError) -> (Code, &'static str, u16) {
+    match error.ckr() {
+        0x1B6 => (Code::Unavailable, "HSM_SELF_TEST_FAILED_ERR", 503),
+        0x30 | 0x32 | 0xE0 | 0xE1 => (Code::Unavailable, "HSM_DEVICE_ERR", 503),
+        0x8001_0001 | 0x8001_0009 => (Code::Unavailable, "HSM_MASTER_KEY_ERR", 503),
+        _ => (Code::Internal, "HSM_ERR", 500),
+    }
+}
+
+impl From<KmsError> for Status {
+    fn from(error: KmsError) -> Self {
+        let (code, reason, http_status) = error.classify();
+        let mut metadata = HashMap::from([("http_status".to_owned(), http_status.to_string())]);
+        let mut details = ErrorDetails::new();
+        match &error {
+            KmsError::InvalidField { field, problem } => {
+                details.add_bad_request_violation(*field, problem.to_string());
+            }
+            KmsError::ImportMaterialInvalid => {
+                details.add_bad_request_violation(
+                    "secure_import.encrypted_material",
+                    "was not encrypted for this import token",
+                );
+            }
+            KmsError::PayloadRequired => {
+                details.add_bad_request_violation("payload", "is required for an imported key");
+            }
+            KmsError::RotationTooSoon { retry_after } | KmsError::TooEarly { retry_after } => {
+                details.set_retry_info(Some(*retry_after));
+            }
+            KmsError::ActionInvalidState { state } => {
+                metadata.insert("key_state".to_owned(), (*state as i32).to_string());
+            }
+            KmsError::KeyDeleted(key) => {
+                metadata.insert("key_id".to_owned(), key.to_string());
+                metadata.insert("key_state".to_owned(), "5".to_owned());
+            }
+            KmsError::InstanceNotFound(id) | KmsError::InstanceNotEmpty(id) => {
+                metadata.insert("instance_id".to_owned(), id.to_string());
+            }
+            KmsError::Hsm(hsm) => {
+                metadata.insert("ckr".to_owned(), format!("0x{:X}", hsm.ckr()));
+            }
+            KmsError::KeyNotFound
+            | KmsError::KeyExpired
+            | KmsError::UnprocessableCiphertext
+            | KmsError::RootKeyRequired
+            | KmsError::RestoreExpired
+            | KmsError::AliasNotUnique
+            | KmsError::AliasQuotaExceeded
+            | KmsError::AliasNotFound
+            | KmsError::ImportTokenNotFound
+            | KmsError::ImportTokenExpired
+            | KmsError::ImportTokenRetrievalsExhausted
+            | KmsError::IncorrectNonce
+            | KmsError::IncorrectNonceIv
+            | KmsError::Store(_) => {}
+        }
+        details.set_error_info(reason, ERROR_DOMAIN, metadata);
+        Status::with_error_details(code, error.to_string(), details)
+    }
+}

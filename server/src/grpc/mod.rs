@@ -1,0 +1,106 @@
+//! The gRPC edge: one file per service, each a thin adapter that parses the request into
+//! typed values once, calls the domain, and maps the result (or the `KmsError`, through the
+//! one mapping in `error`) back to protobuf. Nothing below this module knows protobuf.
+
+pub mod instances;
+pub mod keys;
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use tonic::Status;
+
+use crate::error::{FieldProblem, KmsError};
+use crate::kms::Kms;
+use crate::kms::ids::ParseError;
+
+/// Parses a required field.
+pub(crate) fn parse<T: FromStr<Err = ParseError>>(
+    field: &'static str,
+    value: &str,
+) -> Result<T, KmsError> {
+    if value.is_empty() {
+        return Err(KmsError::field(field, FieldProblem::Missing));
+    }
+    value
+        .parse()
+        .map_err(|error| KmsError::malformed(field, error))
+}
+
+/// Runs a domain call that writes to the store on the blocking pool, so a flush never stalls
+/// the async workers.
+pub(crate) async fn blocking<T, F>(kms: &Arc<Kms>, call: F) -> Result<T, Status>
+where
+    T: Send + 'static,
+    F: FnOnce(&Kms) -> Result<T, KmsError> + Send + 'static,
+{
+    let kms = Arc::clone(kms);
+    tokio::task::spawn_blocking(move || call(&kms))
+        .await
+        .map_err(|_| Status::internal("the request's worker stopped unexpectedly"))?
+        .map_err(Status::from)
+}
+
+/// Validates a page size: 0 means `default`; otherwise 1..=`max`.
+pub(crate) fn page_size(
+    field: &'static str,
+    value: i32,
+    default: usize,
+    max: usize,
+) -> Result<usize, KmsError> {
+    match usize::try_from(value) {
+        Ok(0) => Ok(default),
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(KmsError::field(field, FieldProblem::OutOfRange)),
+    }
+}
+
+/// Page tokens: an opaque encoding of the last item's creation time and id.
+pub(crate) mod page_token {
+    use uuid::Uuid;
+
+    use crate::error::{FieldProblem, KmsError};
+
+    /// Encodes a cursor.
+    pub fn encode(time_millis: i64, id: &[u8; 16]) -> String {
+        let mut bytes = time_millis.to_be_bytes().to_vec();
+        bytes.extend_from_slice(id);
+        hex::encode(bytes)
+    }
+
+    /// Decodes a cursor; empty means "from the start".
+    pub fn decode(token: &str) -> Result<Option<(i64, Uuid)>, KmsError> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        let bad = || KmsError::field("page_token", FieldProblem::BadPageToken);
+        let bytes = hex::decode(token).map_err(|_| bad())?;
+        if bytes.len() != 24 {
+            return Err(bad());
+        }
+        let mut time = [0u8; 8];
+        time.copy_from_slice(&bytes[..8]);
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&bytes[8..]);
+        Ok(Some((i64::from_be_bytes(time), Uuid::from_bytes(id))))
+    }
+}
+
+/// Checks a text field's length in characters.
+pub(crate) fn text(
+    field: &'static str,
+    value: &str,
+    min: usize,
+    max: usize,
+) -> Result<String, KmsError> {
+    let len = value.chars().count();
+    if len == 0 && min > 0 {
+        Err(KmsError::field(field, FieldProblem::Missing))
+    } else if len < min {
+        Err(KmsError::field(field, FieldProblem::TooShort))
+    } else if len > max {
+        Err(KmsError::field(field, FieldProblem::TooLong))
+    } else {
+        Ok(value.to_owned())
+    }
+}

@@ -1,0 +1,577 @@
+//! Keys and their lifecycle: create (generated, imported or securely imported material),
+//! get, list, rotate and versions, disable and enable, delete, restore and purge, and aliases.
+//! Every state check goes through the matrix in `state`; every time rule through `records`.
+
+use std::sync::Arc;
+
+use sim_hsm::ObjectHandle;
+use zeroize::Zeroizing;
+
+use crate::clock::Timestamp;
+use crate::error::{FieldProblem, KmsError};
+use crate::kms::ids::{Alias, Crn, InstanceRef, KeyId, KeyRef, KeyVersionId};
+use crate::kms::keystore::{MaterialUse, SecureImportInput};
+use crate::kms::records::{
+    AliasRecord, Deletion, InstanceRecord, KeyKind, KeyRecord, Lifecycle, ROTATION_COOL_DOWN,
+    STATE_CHANGE_GUARD, VersionRecord,
+};
+use crate::kms::state::{Action, KeyState};
+use crate::kms::{InstanceEntry, KeyEntry, Kms, lock, read, write};
+
+/// At most this many aliases per key.
+pub const MAX_ALIASES: usize = 5;
+
+/// Where a new key's (or version's) material comes from.
+#[derive(Debug)]
+pub enum Material {
+    /// Generated inside the HSM, of this many bytes.
+    Generate(usize),
+    /// Supplied in plaintext (16, 24 or 32 bytes).
+    Plain(Zeroizing<Vec<u8>>),
+    /// Encrypted for the instance's import token.
+    Secure(SecureImportInput),
+}
+
+/// A validated `CreateKey` request.
+#[derive(Debug)]
+pub struct NewKey {
+    /// The instance.
+    pub instance: InstanceRef,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Root or standard.
+    pub kind: KeyKind,
+    /// Expiration.
+    pub expiration_time: Option<Timestamp>,
+    /// Aliases to add.
+    pub aliases: Vec<Alias>,
+    /// The material.
+    pub material: Material,
+}
+
+/// A key as a caller sees it at one instant.
+#[derive(Debug)]
+pub struct KeyView {
+    /// The record.
+    pub record: Arc<KeyRecord>,
+    /// The key's CRN.
+    pub crn: Crn,
+    /// Effective state.
+    pub state: KeyState,
+    /// When the view was taken.
+    pub now: Timestamp,
+    /// A standard key's payload, when the call returns it.
+    pub payload: Option<Zeroizing<Vec<u8>>>,
+}
+
+/// One page of a listing.
+#[derive(Debug)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Whether more items follow.
+    pub more: bool,
+    /// Total matching items.
+    pub total: usize,
+}
+
+impl<T> Page<T> {
+    /// From `page_size + 1` fetched items: the extra one only says that more follow.
+    pub fn from_overfetch(mut items: Vec<T>, page_size: usize, total: usize) -> Self {
+        let more = items.len() > page_size;
+        items.truncate(page_size);
+        Self { items, more, total }
+    }
+}
+
+/// Filters and paging of `ListKeys`.
+#[derive(Debug, Clone)]
+pub struct KeyListQuery {
+    /// The instance.
+    pub instance: InstanceRef,
+    /// Page size.
+    pub page_size: usize,
+    /// Cursor: creation time and id of the last item of the previous page.
+    pub after: Option<(i64, KeyId)>,
+    /// States to include (empty: Active, Suspended, Deactivated).
+    pub states: Vec<KeyState>,
+    /// Only standard (true) or root (false) keys.
+    pub extractable: Option<bool>,
+    /// Search text.
+    pub search: Option<KeySearch>,
+}
+
+/// `ListKeys` search.
+#[derive(Debug, Clone)]
+pub enum KeySearch {
+    /// Case-insensitive substring of the name, or an exact alias.
+    Any(String),
+    /// Case-insensitive substring of the name.
+    Name(String),
+    /// Exact alias.
+    Alias(String),
+}
+
+impl KeySearch {
+    fn matches(&self, record: &KeyRecord) -> bool {
+        let alias_is = |text: &str| record.aliases.iter().any(|a| a.alias.as_str() == text);
+        let name_has = |text: &str| record.name.to_lowercase().contains(&text.to_lowercase());
+        match self {
+            KeySearch::Any(text) => name_has(text) || alias_is(text),
+            KeySearch::Name(text) => name_has(text),
+            KeySearch::Alias(text) => alias_is(text),
+        }
+    }
+}
+
+fn version_label(key: KeyId, version: KeyVersionId) -> String {
+    format!("kmsim:key:{key}:{version}")
+}
+
+impl Kms {
+    fn view(
+        &self,
+        instance: &InstanceRecord,
+        record: Arc<KeyRecord>,
+        state: KeyState,
+        now: Timestamp,
+    ) -> KeyView {
+        KeyView {
+            crn: instance.crn().key(record.id),
+            record,
+            state,
+            now,
+            payload: None,
+        }
+    }
+
+    fn with_payload(
+        &self,
+        instance: &InstanceEntry,
+        mut view: KeyView,
+    ) -> Result<KeyView, KmsError> {
+        if view.record.kind == KeyKind::Standard && view.state != KeyState::Destroyed {
+            if let Some(version) = view.record.current_version() {
+                view.payload = Some(instance.keystore.payload(ObjectHandle(version.handle))?);
+            }
+        }
+        Ok(view)
+    }
+
+    /// Makes material for `key` in the instance's keystore.
+    fn make_material(
+        &self,
+        instance: &InstanceEntry,
+        usage: MaterialUse,
+        material: Material,
+        label: &str,
+    ) -> Result<(ObjectHandle, usize, bool), KmsError> {
+        match material {
+            Material::Generate(size) => {
+                Ok((instance.keystore.generate(usage, size, label)?, size, false))
+            }
+            Material::Plain(bytes) => {
+                let size = bytes.len();
+                Ok((instance.keystore.import(usage, bytes, label)?, size, true))
+            }
+            Material::Secure(input) => {
+                let token = self.usable_import_token(instance, input.token)?;
+                let handle = instance.keystore.secure_import(
+                    ObjectHandle(token.private_handle),
+                    &token.nonce,
+                    &input,
+                    usage,
+                    label,
+                )?;
+                let size = instance.keystore.material_len(handle)?;
+                Ok((handle, size, true))
+            }
+        }
+    }
+
+    /// Creates a key.
+    pub fn create_key(&self, new: NewKey) -> Result<KeyView, KmsError> {
+        let instance = self.instance(new.instance.id())?;
+        if let InstanceRef::Crn(crn) = &new.instance {
+            if *crn != instance.record.crn() {
+                return Err(KmsError::InstanceNotFound(crn.instance));
+            }
+        }
+        let now = self.now();
+        if new.expiration_time.is_some_and(|t| t <= now) {
+            return Err(KmsError::field(
+                "expiration_time",
+                FieldProblem::NotInFuture,
+            ));
+        }
+        if new.kind == KeyKind::Standard && matches!(new.material, Material::Secure(_)) {
+            return Err(KmsError::RootKeyRequired);
+        }
+        if new.aliases.len() > MAX_ALIASES {
+            return Err(KmsError::AliasQuotaExceeded);
+        }
+        let _instance_guard = lock(&instance.mutation);
+        {
+            let aliases = read(&instance.aliases);
+            if new.aliases.iter().any(|a| aliases.contains_key(a)) {
+                return Err(KmsError::AliasNotUnique);
+            }
+            let mut seen = std::collections::HashSet::new();
+            if !new.aliases.iter().all(|a| seen.insert(a)) {
+                return Err(KmsError::AliasNotUnique);
+            }
+        }
+        let id = KeyId::from_uuid(self.new_id());
+        let version = KeyVersionId::from_uuid(self.new_id());
+        let usage = match new.kind {
+            KeyKind::Root => MaterialUse::Root,
+            KeyKind::Standard => MaterialUse::Standard,
+        };
+        let (handle, size_bytes, imported) =
+            self.make_material(&instance, usage, new.material, &version_label(id, version))?;
+        let record = KeyRecord {
+            id,
+            instance: instance.record.id,
+            name: new.name,
+            description: new.description,
+            kind: new.kind,
+            imported,
+            size_bytes,
+            state: KeyState::Active,
+            versions: vec![VersionRecord {
+                id: version,
+                create_time: now,
+                handle: handle.0,
+            }],
+            aliases: new
+                .aliases
+                .iter()
+                .map(|alias| AliasRecord {
+                    alias: alias.clone(),
+                    create_time: now,
+                })
+                .collect(),
+            create_time: now,
+            update_time: now,
+            last_rotate_time: None,
+            expiration_time: new.expiration_time,
+            disable_time: None,
+            deletion: None,
+            created_by: self.defaults.operator.clone(),
+        };
+        let entry = Arc::new(KeyEntry::new(record.clone()));
+        let committed = match self.commit_key(&entry, record) {
+            Ok(record) => record,
+            Err(error) => {
+                // Nothing refers to the material yet: do not leave it behind.
+                let _ = instance.keystore.destroy(handle);
+                return Err(error);
+            }
+        };
+        {
+            let mut aliases = write(&instance.aliases);
+            for alias in &new.aliases {
+                aliases.insert(alias.clone(), id);
+            }
+        }
+        write(&self.keys).insert(id, entry);
+        let view = self.view(&instance.record, committed, KeyState::Active, now);
+        self.with_payload(&instance, view)
+    }
+
+    /// Returns a key (with a standard key's payload).
+    pub fn get_key(&self, key: &KeyRef) -> Result<KeyView, KmsError> {
+        let (instance, _, record, state) = self.resolve_live(key)?;
+        let view = self.view(&instance.record, record, state, self.now());
+        self.with_payload(&instance, view)
+    }
+
+    /// Lists keys (without payloads).
+    pub fn list_keys(&self, query: &KeyListQuery) -> Result<Page<KeyView>, KmsError> {
+        let instance = self.instance(query.instance.id())?;
+        let now = self.now();
+        let default_states = [KeyState::Active, KeyState::Suspended, KeyState::Deactivated];
+        let states: &[KeyState] = if query.states.is_empty() {
+            &default_states
+        } else {
+            &query.states
+        };
+        let mut matching: Vec<(Arc<KeyRecord>, KeyState)> = read(&self.keys)
+            .values()
+            .map(|entry| entry.snapshot())
+            .filter(|record| record.instance == instance.record.id)
+            .filter_map(|record| match record.state_at(now) {
+                Lifecycle::Live(state) => Some((record, state)),
+                Lifecycle::Purged => None,
+            })
+            .filter(|(record, state)| {
+                states.contains(state)
+                    && query
+                        .extractable
+                        .is_none_or(|e| e == (record.kind == KeyKind::Standard))
+                    && query.search.as_ref().is_none_or(|s| s.matches(record))
+            })
+            .collect();
+        matching.sort_by_key(|(record, _)| (record.create_time, record.id));
+        let total = matching.len();
+        let items: Vec<KeyView> = matching
+            .into_iter()
+            .filter(|(r, _)| {
+                query
+                    .after
+                    .is_none_or(|(t, id)| (r.create_time.as_millis(), r.id) > (t, id))
+            })
+            .take(query.page_size + 1)
+            .map(|(record, state)| self.view(&instance.record, record, state, now))
+            .collect();
+        Ok(Page::from_overfetch(items, query.page_size, total))
+    }
+
+    /// Applies a mutation to one key under its mutation lock: `change` sees the current record
+    /// and its effective state and returns the new record, which is written durably.
+    fn mutate<F>(&self, key: &KeyRef, change: F) -> Result<KeyView, KmsError>
+    where
+        F: FnOnce(&InstanceEntry, &KeyRecord, KeyState, Timestamp) -> Result<KeyRecord, KmsError>,
+    {
+        let (instance, entry) = self.resolve(key)?;
+        let _guard = lock(&entry.mutation);
+        let record = entry.snapshot();
+        let now = self.now();
+        let state = match record.state_at(now) {
+            Lifecycle::Live(state) => state,
+            Lifecycle::Purged => return Err(KmsError::KeyNotFound),
+        };
+        let next = change(&instance, &record, state, now)?;
+        let committed = self.commit_key(&entry, next)?;
+        let state = match committed.state_at(now) {
+            Lifecycle::Live(state) => state,
+            Lifecycle::Purged => KeyState::Destroyed,
+        };
+        Ok(self.view(&instance.record, committed, state, now))
+    }
+
+    /// Rotates a root key: a new version becomes current. Imported keys need new material of
+    /// the same length; generated keys refuse it.
+    pub fn rotate_key(
+        &self,
+        key: &KeyRef,
+        material: Option<Material>,
+    ) -> Result<KeyView, KmsError> {
+        self.mutate(key, |instance, record, state, now| {
+            Action::Rotate.check(record.id, state)?;
+            if record.kind != KeyKind::Root {
+                return Err(KmsError::RootKeyRequired);
+            }
+            if let Some(last) = record.last_rotate_time {
+                let allowed = last.plus(ROTATION_COOL_DOWN);
+                if now < allowed {
+                    return Err(KmsError::RotationTooSoon {
+                        retry_after: now.until(allowed),
+                    });
+                }
+            }
+            let material = match (record.imported, material) {
+                (true, None) => return Err(KmsError::PayloadRequired),
+                (false, Some(_)) => {
+                    return Err(KmsError::field("payload", FieldProblem::NotAllowed));
+                }
+                (true, Some(Material::Plain(bytes))) if bytes.len() != record.size_bytes => {
+                    return Err(KmsError::field(
+                        "payload",
+                        FieldProblem::MaterialLengthMismatch,
+                    ));
+                }
+                (true, Some(material)) => material,
+                (false, None) => Material::Generate(record.size_bytes),
+            };
+            let version = KeyVersionId::from_uuid(self.new_id());
+            let (handle, size, _) = self.make_material(
+                instance,
+                MaterialUse::Root,
+                material,
+                &version_label(record.id, version),
+            )?;
+            if size != record.size_bytes {
+                let _ = instance.keystore.destroy(handle);
+                return Err(KmsError::field(
+                    "secure_import",
+                    FieldProblem::MaterialLengthMismatch,
+                ));
+            }
+            let mut next = record.clone();
+            next.versions.push(VersionRecord {
+                id: version,
+                create_time: now,
+                handle: handle.0,
+            });
+            next.last_rotate_time = Some(now);
+            next.update_time = now;
+            Ok(next)
+        })
+    }
+
+    /// A key's versions, newest first.
+    pub fn list_key_versions(&self, key: &KeyRef) -> Result<Vec<VersionRecord>, KmsError> {
+        let (_, _, record, state) = self.resolve_live(key)?;
+        Action::ListVersions.check(record.id, state)?;
+        Ok(record.versions.iter().rev().cloned().collect())
+    }
+
+    /// Disables (suspends) an active key.
+    pub fn disable_key(&self, key: &KeyRef) -> Result<KeyView, KmsError> {
+        self.mutate(key, |_, record, state, now| {
+            Action::Disable.check(record.id, state)?;
+            let mut next = record.clone();
+            next.state = KeyState::Suspended;
+            next.disable_time = Some(now);
+            next.update_time = now;
+            Ok(next)
+        })
+    }
+
+    /// Enables a suspended key, 30 seconds or more after it was disabled.
+    pub fn enable_key(&self, key: &KeyRef) -> Result<KeyView, KmsError> {
+        self.mutate(key, |_, record, state, now| {
+            Action::Enable.check(record.id, state)?;
+            if let Some(disabled) = record.disable_time {
+                let allowed = disabled.plus(STATE_CHANGE_GUARD);
+                if now < allowed {
+                    return Err(KmsError::TooEarly {
+                        retry_after: now.until(allowed),
+                    });
+                }
+            }
+            if record.is_expired(now) {
+                return Err(KmsError::KeyExpired);
+            }
+            let mut next = record.clone();
+            next.state = KeyState::Active;
+            next.update_time = now;
+            Ok(next)
+        })
+    }
+
+    /// Deletes (soft) a key. `force` is accepted for the registrations that will guard
+    /// deletion; with no registrations it changes nothing.
+    pub fn delete_key(&self, key: &KeyRef, _force: bool) -> Result<KeyView, KmsError> {
+        self.mutate(key, |_, record, state, now| {
+            Action::Delete.check(record.id, state)?;
+            let mut next = record.clone();
+            next.state = KeyState::Destroyed;
+            next.deletion = Some(Deletion {
+                time: now,
+                by: self.defaults.operator.clone(),
+            });
+            next.update_time = now;
+            Ok(next)
+        })
+    }
+
+    /// Restores a deleted key within 30 days (and 30 seconds or more after the delete). It
+    /// comes back Active, or Deactivated if it has expired meanwhile.
+    pub fn restore_key(&self, key: &KeyRef) -> Result<KeyView, KmsError> {
+        self.mutate(key, |_, record, state, now| {
+            Action::Restore.check(record.id, state)?;
+            let deletion = record
+                .deletion
+                .as_ref()
+                .ok_or(KmsError::ActionInvalidState { state })?;
+            let allowed = deletion.time.plus(STATE_CHANGE_GUARD);
+            if now < allowed {
+                return Err(KmsError::TooEarly {
+                    retry_after: now.until(allowed),
+                });
+            }
+            if now >= deletion.restore_expire_time() {
+                return Err(KmsError::RestoreExpired);
+            }
+            let mut next = record.clone();
+            next.state = KeyState::Active;
+            next.deletion = None;
+            next.disable_time = None;
+            next.update_time = now;
+            Ok(next)
+        })
+    }
+
+    /// Purges a deleted key 4 hours or more after deletion: every version's material is
+    /// destroyed in the HSM and the key ceases to exist.
+    pub fn purge_key(&self, key: &KeyRef) -> Result<KeyView, KmsError> {
+        let (instance, entry) = self.resolve(key)?;
+        let _guard = lock(&entry.mutation);
+        let record = entry.snapshot();
+        let now = self.now();
+        let state = match record.state_at(now) {
+            Lifecycle::Live(state) => state,
+            Lifecycle::Purged => return Err(KmsError::KeyNotFound),
+        };
+        if state != KeyState::Destroyed {
+            return Err(KmsError::ActionInvalidState { state });
+        }
+        let deletion = record
+            .deletion
+            .as_ref()
+            .ok_or(KmsError::ActionInvalidState { state })?;
+        let allowed = deletion.purge_allowed_time();
+        if now < allowed {
+            return Err(KmsError::TooEarly {
+                retry_after: now.until(allowed),
+            });
+        }
+        self.shred(&instance, &record)?;
+        Ok(self.view(&instance.record, record, KeyState::Destroyed, now))
+    }
+
+    /// Adds an alias.
+    pub fn create_key_alias(
+        &self,
+        key: &KeyRef,
+        alias: Alias,
+    ) -> Result<(KeyId, AliasRecord), KmsError> {
+        let (instance, entry) = self.resolve(key)?;
+        let _instance_guard = lock(&instance.mutation);
+        let mut created = None;
+        self.mutate(key, |_, record, state, now| {
+            Action::ManageAliases.check(record.id, state)?;
+            if read(&instance.aliases).contains_key(&alias) {
+                return Err(KmsError::AliasNotUnique);
+            }
+            if record.aliases.len() >= MAX_ALIASES {
+                return Err(KmsError::AliasQuotaExceeded);
+            }
+            let mut next = record.clone();
+            let alias_record = AliasRecord {
+                alias: alias.clone(),
+                create_time: now,
+            };
+            next.aliases.push(alias_record.clone());
+            next.update_time = now;
+            created = Some(alias_record);
+            Ok(next)
+        })?;
+        let key_id = entry.snapshot().id;
+        write(&instance.aliases).insert(alias, key_id);
+        let alias_record = created.ok_or(KmsError::AliasNotFound)?;
+        Ok((key_id, alias_record))
+    }
+
+    /// Removes an alias.
+    pub fn delete_key_alias(&self, key: &KeyRef, alias: &Alias) -> Result<(), KmsError> {
+        let (instance, _) = self.resolve(key)?;
+        let _instance_guard = lock(&instance.mutation);
+        self.mutate(key, |_, record, state, now| {
+            Action::ManageAliases.check(record.id, state)?;
+            if !record.aliases.iter().any(|a| &a.alias == alias) {
+                return Err(KmsError::AliasNotFound);
+            }
+            let mut next = record.clone();
+            next.aliases.retain(|a| &a.alias != alias);
+            next.update_time = now;
+            Ok(next)
+        })?;
+        write(&instance.aliases).remove(alias);
+        Ok(())
+    }
+}

@@ -1,0 +1,370 @@
+//! The KMS domain: instances, keys and their lifecycle, envelope encryption and secure
+//! import. It knows nothing of protobuf; it takes parsed values, reads time only from the
+//! [`Clock`], keeps an in-memory index of every record (reads never touch the store), and
+//! writes every mutation through the [`Store`] (flushed) before updating the index.
+
+pub mod ciphertext;
+pub mod ids;
+mod import;
+mod instances;
+pub mod keys;
+pub mod keystore;
+pub mod records;
+pub mod scheduler;
+pub mod state;
+mod wrap;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use sim_hsm::Hsm;
+
+use crate::clock::{Clock, Timestamp};
+use crate::error::KmsError;
+use crate::store::{Store, StoreError, Tree};
+use ids::{AccountId, Alias, InstanceId, KeyId, KeyName, KeyRef, Region};
+use keystore::{HsmCredentials, Keystore};
+use records::{ImportTokenRecord, InstanceRecord, KeyRecord, Lifecycle};
+use scheduler::Scheduler;
+
+pub use import::ImportTokenView;
+pub use instances::NewInstance;
+pub use keys::{KeyListQuery, KeyView, Material, NewKey, Page};
+pub use wrap::{RewrapResult, UnwrapResult, WrapResult};
+
+/// Defaults the domain applies where a request leaves a value out.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// Region of new instances.
+    pub region: Region,
+    /// Account of new instances.
+    pub account: AccountId,
+    /// The identity recorded as creator and deleter until authentication exists.
+    pub operator: String,
+}
+
+/// A loaded instance: its record, its keystore session, and its per-instance indexes.
+#[derive(Debug)]
+pub(crate) struct InstanceEntry {
+    pub(crate) record: InstanceRecord,
+    pub(crate) keystore: Keystore,
+    /// Alias -> key, unique per instance.
+    pub(crate) aliases: RwLock<HashMap<Alias, KeyId>>,
+    /// The instance's import token, if any.
+    pub(crate) import_token: Mutex<Option<ImportTokenRecord>>,
+    /// Serialises instance-wide mutations (key creation with aliases, alias changes).
+    pub(crate) mutation: Mutex<()>,
+}
+
+/// A loaded key: the current record, swapped whole on every mutation, and a lock that
+/// serialises the key's mutations (readers never wait on it).
+#[derive(Debug)]
+pub(crate) struct KeyEntry {
+    pub(crate) record: RwLock<Arc<KeyRecord>>,
+    pub(crate) mutation: Mutex<()>,
+}
+
+impl KeyEntry {
+    fn new(record: KeyRecord) -> Self {
+        Self {
+            record: RwLock::new(Arc::new(record)),
+            mutation: Mutex::new(()),
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Arc<KeyRecord> {
+        Arc::clone(&read(&self.record))
+    }
+}
+
+/// A resolved key that exists now: its instance, its entry, the record read, and the
+/// record's effective state.
+pub(crate) type LiveKey = (
+    Arc<InstanceEntry>,
+    Arc<KeyEntry>,
+    Arc<KeyRecord>,
+    state::KeyState,
+);
+
+/// The KMS.
+#[derive(Debug)]
+pub struct Kms {
+    hsm: Arc<Hsm>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    credentials: HsmCredentials,
+    defaults: Defaults,
+    instances: RwLock<HashMap<InstanceId, Arc<InstanceEntry>>>,
+    keys: RwLock<HashMap<KeyId, Arc<KeyEntry>>>,
+    /// Serialises instance creation and deletion (token slots are module-wide).
+    instance_admin: Mutex<()>,
+    scheduler: Scheduler,
+}
+
+/// Locks a mutex, recovering from poisoning: every critical section either completes its
+/// update or leaves the previous value in place, so a panic elsewhere cannot leave it torn.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Read-locks, recovering from poisoning (see [`lock`]).
+pub(crate) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Write-locks, recovering from poisoning (see [`lock`]).
+pub(crate) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(tree: Tree, bytes: &[u8]) -> Result<T, KmsError> {
+    serde_json::from_slice(bytes).map_err(|error| KmsError::Store(StoreError::corrupt(tree, error)))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Records are plain data (strings, numbers, vectors): serialising them cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+impl Kms {
+    /// Loads every record from `store` and opens each instance's keystore in `hsm` (whose
+    /// master key must be active).
+    pub fn open(
+        hsm: Arc<Hsm>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        credentials: HsmCredentials,
+        defaults: Defaults,
+    ) -> Result<Self, KmsError> {
+        let kms = Self {
+            hsm,
+            store,
+            clock,
+            credentials,
+            defaults,
+            instances: RwLock::new(HashMap::new()),
+            keys: RwLock::new(HashMap::new()),
+            instance_admin: Mutex::new(()),
+            scheduler: Scheduler::default(),
+        };
+        kms.load()?;
+        Ok(kms)
+    }
+
+    fn load(&self) -> Result<(), KmsError> {
+        let mut instances = HashMap::new();
+        for (_, bytes) in self.store.scan_prefix(Tree::Instances, b"")? {
+            let record: InstanceRecord = decode(Tree::Instances, &bytes)?;
+            let keystore = Keystore::open(&self.hsm, record.id, &self.credentials)?;
+            let token = match self.store.get(Tree::ImportTokens, record.id.as_bytes())? {
+                Some(bytes) => Some(decode::<ImportTokenRecord>(Tree::ImportTokens, &bytes)?),
+                None => None,
+            };
+            instances.insert(
+                record.id,
+                Arc::new(InstanceEntry {
+                    record,
+                    keystore,
+                    aliases: RwLock::new(HashMap::new()),
+                    import_token: Mutex::new(token),
+                    mutation: Mutex::new(()),
+                }),
+            );
+        }
+        let mut keys = HashMap::new();
+        for (_, bytes) in self.store.scan_prefix(Tree::Keys, b"")? {
+            let record: KeyRecord = decode(Tree::Keys, &bytes)?;
+            if let Some(instance) = instances.get(&record.instance) {
+                let mut aliases = write(&instance.aliases);
+                for alias in &record.aliases {
+                    aliases.insert(alias.alias.clone(), record.id);
+                }
+            }
+            if let Some(deadline) = record.next_deadline() {
+                self.scheduler.schedule(deadline, record.id);
+            }
+            keys.insert(record.id, Arc::new(KeyEntry::new(record)));
+        }
+        *write(&self.instances) = instances;
+        *write(&self.keys) = keys;
+        Ok(())
+    }
+
+    /// The current time by the service's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The service's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The HSM.
+    pub fn hsm(&self) -> &Arc<Hsm> {
+        &self.hsm
+    }
+
+    /// Whether the store is open and writable.
+    pub fn store_healthy(&self) -> bool {
+        self.store.is_healthy()
+    }
+
+    pub(crate) fn instance(&self, id: InstanceId) -> Result<Arc<InstanceEntry>, KmsError> {
+        read(&self.instances)
+            .get(&id)
+            .cloned()
+            .ok_or(KmsError::InstanceNotFound(id))
+    }
+
+    /// Resolves a key reference to its instance and key entry. A CRN whose service, region
+    /// or account differ from the instance's names no key: `KEY_NOT_FOUND_ERR`.
+    pub(crate) fn resolve(
+        &self,
+        key: &KeyRef,
+    ) -> Result<(Arc<InstanceEntry>, Arc<KeyEntry>), KmsError> {
+        let instance = self
+            .instance(key.instance())
+            .map_err(|_| KmsError::KeyNotFound)?;
+        let key_id = match key {
+            KeyRef::Crn(crn) => {
+                let own = instance.record.crn();
+                if crn.service != own.service
+                    || crn.region != own.region
+                    || crn.account != own.account
+                {
+                    return Err(KmsError::KeyNotFound);
+                }
+                match crn.resource {
+                    ids::CrnResource::Key(id) => id,
+                    ids::CrnResource::Instance => return Err(KmsError::KeyNotFound),
+                }
+            }
+            KeyRef::Path {
+                key: KeyName::Id(id),
+                ..
+            } => *id,
+            KeyRef::Path {
+                key: KeyName::Alias(alias),
+                ..
+            } => *read(&instance.aliases)
+                .get(alias)
+                .ok_or(KmsError::KeyNotFound)?,
+        };
+        let entry = read(&self.keys)
+            .get(&key_id)
+            .cloned()
+            .ok_or(KmsError::KeyNotFound)?;
+        if entry.snapshot().instance != instance.record.id {
+            return Err(KmsError::KeyNotFound);
+        }
+        Ok((instance, entry))
+    }
+
+    /// Like [`Kms::resolve`], and fails with `KEY_NOT_FOUND_ERR` for a key past its
+    /// automatic purge time. Returns the record and its effective state.
+    pub(crate) fn resolve_live(&self, key: &KeyRef) -> Result<LiveKey, KmsError> {
+        let (instance, entry) = self.resolve(key)?;
+        let record = entry.snapshot();
+        match record.state_at(self.now()) {
+            Lifecycle::Live(state) => Ok((instance, entry, record, state)),
+            Lifecycle::Purged => Err(KmsError::KeyNotFound),
+        }
+    }
+
+    /// Writes a key record durably, then publishes it in the index and schedules its next
+    /// deadline. The caller holds the key's mutation lock.
+    pub(crate) fn commit_key(
+        &self,
+        entry: &KeyEntry,
+        record: KeyRecord,
+    ) -> Result<Arc<KeyRecord>, KmsError> {
+        self.store
+            .put(Tree::Keys, record.id.as_bytes(), encode(&record))?;
+        if let Some(deadline) = record.next_deadline() {
+            self.scheduler.schedule(deadline, record.id);
+        }
+        let record = Arc::new(record);
+        *write(&entry.record) = Arc::clone(&record);
+        Ok(record)
+    }
+
+    pub(crate) fn new_id(&self) -> uuid::Uuid {
+        uuid::Uuid::new_v4()
+    }
+
+    /// Fires every timer due at the clock's current time: Active keys past expiry are written
+    /// as Deactivated, and deleted keys past 90 days are purged (material shredded). Returns
+    /// how many keys changed.
+    pub fn fire_due_timers(&self) -> Result<usize, KmsError> {
+        let now = self.now();
+        let mut changed = 0;
+        for key in self.scheduler.take_due(now) {
+            if self.settle_key(key, now)? {
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// The next scheduled deadline, if any.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.scheduler.next()
+    }
+
+    fn settle_key(&self, key: KeyId, now: Timestamp) -> Result<bool, KmsError> {
+        let Some(entry) = read(&self.keys).get(&key).cloned() else {
+            return Ok(false);
+        };
+        let _guard = lock(&entry.mutation);
+        let record = entry.snapshot();
+        match record.state_at(now) {
+            Lifecycle::Purged => {
+                let instance = self.instance(record.instance)?;
+                self.shred(&instance, &record)?;
+                Ok(true)
+            }
+            Lifecycle::Live(state) if state != record.state => {
+                let mut next = (*record).clone();
+                next.state = state;
+                next.update_time = now;
+                self.commit_key(&entry, next)?;
+                Ok(true)
+            }
+            Lifecycle::Live(_) => {
+                if let Some(deadline) = record.next_deadline().filter(|d| *d > now) {
+                    self.scheduler.schedule(deadline, key);
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Destroys every version's material in the HSM, then removes the key's record and
+    /// aliases. Material first: an interruption leaves a key without material, never
+    /// material without a key. The caller holds the key's mutation lock.
+    pub(crate) fn shred(
+        &self,
+        instance: &InstanceEntry,
+        record: &KeyRecord,
+    ) -> Result<(), KmsError> {
+        for version in &record.versions {
+            instance
+                .keystore
+                .destroy(sim_hsm::ObjectHandle(version.handle))?;
+        }
+        self.store.delete(Tree::Keys, record.id.as_bytes())?;
+        {
+            let mut aliases = write(&instance.aliases);
+            for alias in &record.aliases {
+                aliases.remove(&alias.alias);
+            }
+        }
+        write(&self.keys).remove(&record.id);
+        Ok(())
+    }
+}

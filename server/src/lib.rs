@@ -1,0 +1,202 @@
+//! kmsim: a local, faithful stand-in for IBM Key Protect and Hyper Protect Crypto Services,
+//! served over gRPC and backed by a simulated HSM (`sim-hsm`).
+//!
+//! The library exposes [`serve`], which runs the whole server on a listener until a shutdown
+//! future completes, so tests bind `127.0.0.1:0` and run the real server in-process. The
+//! `kmsim` binary is a thin wrapper around it.
+//!
+//! Layout: `grpc` (the edge: parse, call, map), `kms` (the domain), `error` (every failure
+//! and its one mapping to a gRPC status), `store` (durable state), `clock`, `config`.
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod kms;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kmsim_proto::v1::instance_service_server::InstanceServiceServer;
+use kmsim_proto::v1::key_service_server::KeyServiceServer;
+use sim_hsm::{Hsm, ModuleState};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+
+pub use config::Config;
+use config::Storage;
+use kms::Kms;
+use store::{HsmObjectStore, SledStore, Store};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] store::StoreError),
+    /// The HSM could not start, or refused the master key.
+    #[error("HSM: {0}")]
+    Hsm(#[from] sim_hsm::HsmError),
+    /// Loading the KMS state failed.
+    #[error("cannot load the KMS state: {0}")]
+    Kms(#[from] error::KmsError),
+    /// Reflection could not be built from the descriptor set.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// How often health is re-evaluated, and the longest the scheduler sleeps.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Opens the store, starts the HSM with the configured master key, loads the KMS state and
+/// returns the domain, ready to serve.
+pub fn open(config: &Config) -> Result<Arc<Kms>, ServeError> {
+    let store: Arc<dyn Store> = match &config.storage {
+        Storage::Directory(dir) => Arc::new(SledStore::open(&dir.join("db"))?),
+        Storage::Temporary => Arc::new(SledStore::temporary()?),
+    };
+    let hsm = Arc::new(Hsm::new(
+        config.hsm.clone(),
+        Arc::new(HsmObjectStore::new(Arc::clone(&store))),
+    )?);
+    hsm.activate_dev_master_key(&config.master_key)?;
+    let kms = Kms::open(
+        hsm,
+        store,
+        Arc::clone(&config.clock),
+        config.credentials.clone(),
+        config.defaults.clone(),
+    )?;
+    Ok(Arc::new(kms))
+}
+
+/// Runs the server on `listener` until `shutdown` completes, then drains in-flight calls and
+/// returns.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let kms = tokio::task::spawn_blocking(move || open(&config))
+        .await
+        .map_err(|_| {
+            ServeError::Kms(error::KmsError::Store(store::StoreError::backend(
+                "start-up task failed",
+            )))
+        })??;
+    serve_kms(listener, kms, shutdown).await
+}
+
+/// Runs the server for an already opened domain.
+pub async fn serve_kms(
+    listener: TcpListener,
+    kms: Arc<Kms>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(kmsim_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(kmsim_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let (stop_background, stopped) = tokio::sync::watch::channel(false);
+    let health_task = tokio::spawn(watch_health(
+        Arc::clone(&kms),
+        health_reporter,
+        stopped.clone(),
+    ));
+    let timer_task = tokio::spawn(run_timers(Arc::clone(&kms), stopped));
+
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(InstanceServiceServer::new(grpc::instances::Instances::new(
+            Arc::clone(&kms),
+        )))
+        .add_service(KeyServiceServer::new(grpc::keys::Keys::new(Arc::clone(
+            &kms,
+        ))))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    let _ = stop_background.send(true);
+    let _ = health_task.await;
+    let _ = timer_task.await;
+    result.map_err(ServeError::from)
+}
+
+/// Keeps `grpc.health.v1.Health` truthful: SERVING only while the HSM is operational and the
+/// store is healthy, for the whole server ("") and each kmsim service.
+async fn watch_health(
+    kms: Arc<Kms>,
+    reporter: tonic_health::server::HealthReporter,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let services = ["", "kmsim.v1.InstanceService", "kmsim.v1.KeyService"];
+    let mut last = None;
+    loop {
+        let serving = kms.hsm().status().state == ModuleState::Operational && kms.store_healthy();
+        if last != Some(serving) {
+            let status = if serving {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            for service in services {
+                reporter.set_service_status(service, status).await;
+            }
+            if !serving {
+                tracing::error!("health: NOT_SERVING (HSM not operational or store unhealthy)");
+            }
+            last = Some(serving);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// Fires due timers: on every jump of a simulated clock at once, otherwise at least every
+/// [`WATCH_INTERVAL`] (sooner when a deadline falls earlier).
+async fn run_timers(kms: Arc<Kms>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let mut jumps = kms.clock().jumps();
+    loop {
+        let kms_for_task = Arc::clone(&kms);
+        match tokio::task::spawn_blocking(move || kms_for_task.fire_due_timers()).await {
+            Ok(Ok(0)) | Err(_) => {}
+            Ok(Ok(changed)) => tracing::debug!(changed, "timers fired"),
+            Ok(Err(error)) => tracing::error!(%error, "firing timers failed"),
+        }
+        let wait = kms
+            .next_deadline()
+            .map(|at| kms.now().until(at).min(WATCH_INTERVAL))
+            .unwrap_or(WATCH_INTERVAL);
+        let jumped = async {
+            match jumps.as_mut() {
+                Some(rx) => {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = jumped => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The `kmsim` binary: parses the command line, sets up logging, binds the listener and runs
+//! [`kmsim_server::serve`] until SIGINT or SIGTERM.
+
+use clap::Parser;
+use kmsim_server::config::{Cli, Command, LogFormat, ServeArgs};
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KMSIM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+}
+
+async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    init_logging(args.log_format);
+    if args.dev {
+        tracing::warn!(
+            file = %args.dev_secrets_path().display(),
+            "DEVELOPMENT MODE: the HSM master key and PINs are stored IN PLAINTEXT in this file. \
+             Anyone who can read it can read every key. Never use --dev outside tests."
+        );
+    }
+    let config = args.to_config()?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    tracing::info!(address = %listener.local_addr()?, data_dir = %args.data_dir.display(), "kmsim listening");
+    kmsim_server::serve(listener, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => run(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kmsim: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

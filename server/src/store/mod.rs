@@ -1,0 +1,169 @@
+//! Durable state behind the [`Store`] trait: named trees of byte keys and values, where every
+//! acknowledged write is on disk before it returns. [`SledStore`] is the embedded default;
+//! [`HsmObjectStore`] lends one tree to the HSM as its `ObjectStore`.
+
+mod sled_store;
+
+use std::sync::Arc;
+
+pub use sled_store::SledStore;
+
+/// The trees (tables) of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tree {
+    /// Instance records, keyed by instance id bytes.
+    Instances,
+    /// Key records, keyed by key id bytes.
+    Keys,
+    /// Import tokens, keyed by instance id bytes.
+    ImportTokens,
+    /// The HSM's sealed object records.
+    Hsm,
+}
+
+impl Tree {
+    /// Every tree.
+    pub const ALL: [Tree; 4] = [Tree::Instances, Tree::Keys, Tree::ImportTokens, Tree::Hsm];
+
+    /// The tree's name on disk.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Instances => "instances",
+            Tree::Keys => "keys",
+            Tree::ImportTokens => "import_tokens",
+            Tree::Hsm => "hsm",
+        }
+    }
+}
+
+/// Key-value pairs, as scans return them.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// One change in an atomic batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Insert or replace.
+    Put {
+        /// The tree.
+        tree: Tree,
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Remove (absent keys are fine).
+    Delete {
+        /// The tree.
+        tree: Tree,
+        /// The key.
+        key: Vec<u8>,
+    },
+}
+
+/// A storage failure. The message comes from the backend and is for logs and operators.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct StoreError {
+    message: String,
+}
+
+impl StoreError {
+    /// Wraps a backend error.
+    pub fn backend(error: impl std::fmt::Display) -> Self {
+        Self {
+            message: error.to_string(),
+        }
+    }
+
+    /// A record that could not be decoded.
+    pub fn corrupt(tree: Tree, error: impl std::fmt::Display) -> Self {
+        Self {
+            message: format!("corrupt record in tree {}: {error}", tree.name()),
+        }
+    }
+}
+
+/// Durable, ordered key-value trees. Every method that changes data returns only after the
+/// change is flushed to stable storage.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Reads one value.
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every entry of a tree whose key starts with `prefix`, in key order.
+    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Entries, StoreError>;
+    /// Applies every change atomically, then flushes.
+    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError>;
+    /// Whether the store is open and writable (for health checks).
+    fn is_healthy(&self) -> bool;
+
+    /// Inserts or replaces one value, durably.
+    fn put(&self, tree: Tree, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+        self.apply(vec![Change::Put {
+            tree,
+            key: key.to_vec(),
+            value,
+        }])
+    }
+
+    /// Removes one value, durably.
+    fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
+        self.apply(vec![Change::Delete {
+            tree,
+            key: key.to_vec(),
+        }])
+    }
+}
+
+/// The HSM's view of the store: its own tree, nothing else.
+#[derive(Debug, Clone)]
+pub struct HsmObjectStore {
+    store: Arc<dyn Store>,
+}
+
+impl HsmObjectStore {
+    /// Lends `store`'s HSM tree to the HSM.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+}
+
+fn hsm_error(error: StoreError) -> sim_hsm::StoreError {
+    sim_hsm::StoreError::new(error)
+}
+
+impl sim_hsm::ObjectStore for HsmObjectStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, sim_hsm::StoreError> {
+        self.store.get(Tree::Hsm, key).map_err(hsm_error)
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), sim_hsm::StoreError> {
+        self.store
+            .put(Tree::Hsm, key, value.to_vec())
+            .map_err(hsm_error)
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<(), sim_hsm::StoreError> {
+        self.store.delete(Tree::Hsm, key).map_err(hsm_error)
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, sim_hsm::StoreError> {
+        self.store.scan_prefix(Tree::Hsm, prefix).map_err(hsm_error)
+    }
+
+    fn apply(&self, batch: &[sim_hsm::StoreOp]) -> Result<(), sim_hsm::StoreError> {
+        let changes = batch
+            .iter()
+            .map(|op| match op {
+                sim_hsm::StoreOp::Put { key, value } => Change::Put {
+                    tree: Tree::Hsm,
+                    key: key.clone(),
+                    value: value.clone(),
+                },
+                sim_hsm::StoreOp::Delete { key } => Change::Delete {
+                    tree: Tree::Hsm,
+                    key: key.clone(),
+                },
+            })
+            .collect();
+        self.store.apply(changes).map_err(hsm_error)
+    }
+}

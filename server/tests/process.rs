@@ -1,0 +1,297 @@
+//! The real `kmsim` binary as a process: durability across SIGKILL, and no key plaintext
+//! anywhere in the data directory.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kmsim_proto::v1 as pb;
+use pb::instance_service_client::InstanceServiceClient;
+use pb::key_service_client::KeyServiceClient;
+use tonic::transport::Channel;
+
+struct Server {
+    child: Child,
+    endpoint: String,
+}
+
+/// Starts `kmsim serve --dev` on an ephemeral port over `dir` and waits for its address.
+fn start(dir: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kmsim"))
+        .args([
+            "serve",
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env("KMSIM_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the kmsim binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if !sent && line.contains("kmsim listening") {
+                let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+                let address = value["fields"]["address"].as_str().unwrap().to_owned();
+                let _ = tx.send(address);
+                sent = true;
+            }
+        }
+    });
+    let address = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("kmsim logs its address");
+    Server {
+        child,
+        endpoint: format!("http://{address}"),
+    }
+}
+
+async fn channel(endpoint: &str) -> Channel {
+    Channel::from_shared(endpoint.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[derive(Debug, Clone)]
+struct Acknowledged {
+    crn: String,
+    ciphertext: Vec<u8>,
+    plaintext: Vec<u8>,
+}
+
+#[tokio::test]
+async fn every_acknowledged_key_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path());
+    let channel = channel(&server.endpoint).await;
+    let instance = InstanceServiceClient::new(channel.clone())
+        .create_instance(pb::CreateInstanceRequest {
+            name: "durable".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap()
+        .id;
+
+    // Create keys as fast as possible from a background task; kill the server mid-stream.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Acknowledged>();
+    let writer = {
+        let channel = channel.clone();
+        let instance = instance.clone();
+        tokio::spawn(async move {
+            let mut keys = KeyServiceClient::new(channel);
+            for n in 0.. {
+                let created = keys
+                    .create_key(pb::CreateKeyRequest {
+                        instance: instance.clone(),
+                        name: format!("key-{n}"),
+                        r#type: pb::KeyType::Root as i32,
+                        ..Default::default()
+                    })
+                    .await;
+                let Ok(created) = created else { break };
+                let key = created.into_inner().key.unwrap();
+                let Ok(wrapped) = keys
+                    .wrap_key(pb::WrapKeyRequest {
+                        key: key.crn.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                else {
+                    // The key itself was acknowledged: it must survive, with no ciphertext to check.
+                    let _ = tx.send(Acknowledged {
+                        crn: key.crn,
+                        ciphertext: vec![],
+                        plaintext: vec![],
+                    });
+                    break;
+                };
+                let wrapped = wrapped.into_inner();
+                if tx
+                    .send(Acknowledged {
+                        crn: key.crn,
+                        ciphertext: wrapped.ciphertext,
+                        plaintext: wrapped.plaintext,
+                    })
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        })
+    };
+    let mut acknowledged = Vec::new();
+    while acknowledged.len() < 25 {
+        acknowledged.push(rx.recv().await.expect("the writer keeps creating keys"));
+    }
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    writer.await.unwrap();
+    while let Ok(item) = rx.try_recv() {
+        acknowledged.push(item);
+    }
+
+    let mut server = start(dir.path());
+    let mut keys = KeyServiceClient::new(channel_retry(&server.endpoint).await);
+    for item in &acknowledged {
+        let key = keys
+            .get_key(pb::GetKeyRequest {
+                key: item.crn.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .key
+            .unwrap();
+        assert_eq!(key.state, pb::KeyState::Active as i32);
+        if !item.ciphertext.is_empty() {
+            let unwrapped = keys
+                .unwrap_key(pb::UnwrapKeyRequest {
+                    key: item.crn.clone(),
+                    ciphertext: item.ciphertext.clone(),
+                    aad: vec![],
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(unwrapped.plaintext, item.plaintext);
+        }
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+async fn channel_retry(endpoint: &str) -> Channel {
+    for _ in 0..100 {
+        if let Ok(channel) = Channel::from_shared(endpoint.to_owned())
+            .unwrap()
+            .connect()
+            .await
+        {
+            return channel;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server at {endpoint} never accepted connections");
+}
+
+fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+#[tokio::test]
+async fn no_key_plaintext_anywhere_in_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path());
+    let channel = channel(&server.endpoint).await;
+    let instance = InstanceServiceClient::new(channel.clone())
+        .create_instance(pb::CreateInstanceRequest {
+            name: "scan".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap()
+        .id;
+    let mut keys = KeyServiceClient::new(channel);
+    let mut secrets: Vec<Vec<u8>> = Vec::new();
+    for n in 0u8..6 {
+        // Distinctive imported material for root and standard keys.
+        let material: Vec<u8> = (0..32).map(|i| i ^ (0xA5u8.wrapping_add(n * 17))).collect();
+        let kind = if n % 2 == 0 {
+            pb::KeyType::Root
+        } else {
+            pb::KeyType::Standard
+        };
+        let key = keys
+            .create_key(pb::CreateKeyRequest {
+                instance: instance.clone(),
+                name: format!("scan-{n}"),
+                r#type: kind as i32,
+                material: Some(pb::create_key_request::Material::Payload(material.clone())),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .key
+            .unwrap();
+        secrets.push(material);
+        if kind == pb::KeyType::Root {
+            let dek = keys
+                .wrap_key(pb::WrapKeyRequest {
+                    key: key.crn.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            secrets.push(dek.plaintext);
+        }
+    }
+    // A generated standard key's payload is known to the client.
+    let generated = keys
+        .create_key(pb::CreateKeyRequest {
+            instance: instance.clone(),
+            name: "generated".into(),
+            r#type: pb::KeyType::Standard as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    secrets.push(generated.payload);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    let mut paths = Vec::new();
+    files(dir.path(), &mut paths);
+    assert!(paths.len() > 1, "the data directory holds the database");
+    let mut scanned = 0;
+    for path in paths {
+        let bytes = std::fs::read(&path).unwrap();
+        scanned += bytes.len();
+        for secret in &secrets {
+            assert!(secret.len() >= 16);
+            let hex = hex::encode(secret);
+            let forms: [&[u8]; 2] = [secret, hex.as_bytes()];
+            for form in forms {
+                assert!(
+                    !bytes.windows(form.len()).any(|w| w == form),
+                    "{} contains key plaintext",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(scanned > 0);
+}

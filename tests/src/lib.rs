@@ -1,0 +1,209 @@
+//! The cross-service test harness: starts the real kmsim server in-process on `127.0.0.1:0`
+//! with a simulated clock ([`TestServer`]), and offers the small assertions every scenario
+//! needs (the gRPC code and Key Protect reason of a failure).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod deployment;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kmsim_proto::v1 as pb;
+use kmsim_server::Config;
+use kmsim_server::clock::{SimulatedClock, Timestamp};
+use kmsim_server::kms::Kms;
+use pb::instance_service_client::InstanceServiceClient;
+use pb::key_service_client::KeyServiceClient;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+/// A running in-process server with a simulated clock.
+pub struct TestServer {
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+    /// The server's clock: advance it to drive every timer.
+    pub clock: Arc<SimulatedClock>,
+    /// The domain, for white-box checks.
+    pub kms: Arc<Kms>,
+    channel: Channel,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server over temporary storage, its clock frozen at a fixed date.
+    pub async fn start() -> Self {
+        let clock = Arc::new(SimulatedClock::new(Timestamp::from_millis(
+            1_767_225_600_000,
+        )));
+        let config = Config::ephemeral(clock.clone());
+        Self::start_with(config, clock).await
+    }
+
+    /// Starts a server with `config`, whose clock must be `clock`.
+    pub async fn start_with(config: Config, clock: Arc<SimulatedClock>) -> Self {
+        let kms = tokio::task::spawn_blocking(move || kmsim_server::open(&config))
+            .await
+            .unwrap()
+            .expect("server state opens");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let serving = Arc::clone(&kms);
+        let task = tokio::spawn(async move {
+            kmsim_server::serve_kms(listener, serving, async {
+                let _ = stop.await;
+            })
+            .await
+            .expect("server runs until shutdown");
+        });
+        let endpoint = format!("http://{address}");
+        let channel = Channel::from_shared(endpoint.clone())
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("server accepts connections");
+        Self {
+            endpoint,
+            clock,
+            kms,
+            channel,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    /// A channel to the server.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// A KeyService client.
+    pub fn keys(&self) -> KeyServiceClient<Channel> {
+        KeyServiceClient::new(self.channel())
+    }
+
+    /// An InstanceService client.
+    pub fn instances(&self) -> InstanceServiceClient<Channel> {
+        InstanceServiceClient::new(self.channel())
+    }
+
+    /// Advances the simulated clock and fires every timer that falls due.
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+        self.kms.fire_due_timers().expect("timers fire");
+    }
+
+    /// Creates a Key Protect instance and returns its id.
+    pub async fn instance(&self) -> String {
+        self.instance_of(pb::InstanceFlavor::KeyProtect).await
+    }
+
+    /// Creates an instance of `flavor` and returns its id.
+    pub async fn instance_of(&self, flavor: pb::InstanceFlavor) -> String {
+        self.instances()
+            .create_instance(pb::CreateInstanceRequest {
+                name: "test instance".into(),
+                flavor: flavor as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .instance
+            .unwrap()
+            .id
+    }
+
+    /// Creates a generated 256-bit root key in `instance` and returns it.
+    pub async fn root_key(&self, instance: &str) -> pb::Key {
+        self.keys()
+            .create_key(pb::CreateKeyRequest {
+                instance: instance.to_owned(),
+                name: "root key".into(),
+                r#type: pb::KeyType::Root as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .key
+            .unwrap()
+    }
+
+    /// A typed client of the server.
+    pub fn client(&self) -> kmsim_client::KmsClient {
+        kmsim_client::KmsClient::from_channel(self.channel())
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) {
+        self.shutdown_now().await;
+    }
+
+    async fn shutdown_now(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// `instances/{instance}/keys/{key}`.
+pub fn key_path(instance: &str, key: &str) -> String {
+    format!("instances/{instance}/keys/{key}")
+}
+
+/// The `ErrorInfo` reason of a status, if any.
+pub fn reason(status: &Status) -> Option<String> {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+}
+
+/// Asserts that `result` failed with `code` and Key Protect `reason`, and returns the status.
+#[track_caller]
+pub fn assert_error<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    code: Code,
+    expected_reason: &str,
+) -> Status {
+    let status = match result {
+        Ok(value) => panic!("expected {code:?}/{expected_reason}, got Ok({value:?})"),
+        Err(status) => status,
+    };
+    assert_eq!(status.code(), code, "wrong code for {status:?}");
+    assert_eq!(
+        reason(&status).as_deref(),
+        Some(expected_reason),
+        "wrong reason for {status:?}"
+    );
+    let info = status.get_error_details().error_info().cloned().unwrap();
+    assert_eq!(info.domain, "kmsim");
+    assert!(info.metadata.contains_key("http_status"));
+    status
+}
+
+/// The field names of a status's `BadRequest` violations.
+pub fn violated_fields(status: &Status) -> Vec<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}

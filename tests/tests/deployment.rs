@@ -1,0 +1,103 @@
+//! The scenario the product exists for: a database deployment keeps its data key wrapped by a
+//! customer root key, survives restarts and rotation, and is cryptoshredded when the key is
+//! purged.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use kmsim_client::datakey::DataKeyError;
+use kmsim_proto::v1 as pb;
+use kmsim_tests::TestServer;
+use kmsim_tests::deployment::Deployment;
+
+#[tokio::test]
+async fn a_deployment_follows_rotation_and_is_shredded_with_its_key() {
+    let server = TestServer::start().await;
+    let instance = server.instance_of(pb::InstanceFlavor::Hpcs).await;
+    let root = server.root_key(&instance).await;
+    let mut pg = Deployment::provision(server.client(), "pg-1", root.crn.parse().unwrap())
+        .await
+        .unwrap();
+    let first_version = pg.key_version().to_owned();
+    pg.write("users/1", b"alice").unwrap();
+
+    pg.restart().await.unwrap();
+    assert_eq!(pg.read("users/1").unwrap().as_deref(), Some(&b"alice"[..]));
+    assert_eq!(pg.key_version(), first_version);
+
+    // The root key rotates: the next start-up persists the rewrapped data key.
+    server
+        .keys()
+        .rotate_key(pb::RotateKeyRequest {
+            key: root.crn.clone(),
+            material: None,
+        })
+        .await
+        .unwrap();
+    pg.restart().await.unwrap();
+    assert_ne!(pg.key_version(), first_version);
+    assert_eq!(pg.read("users/1").unwrap().as_deref(), Some(&b"alice"[..]));
+
+    // Another rotation an hour later, followed by the sync task (rewrap without unlock).
+    server.advance(Duration::from_secs(3600));
+    let rotated = server
+        .keys()
+        .rotate_key(pb::RotateKeyRequest {
+            key: root.crn.clone(),
+            material: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    pg.sync_kms_state().await.unwrap();
+    assert_eq!(pg.key_version(), rotated.current_version.unwrap().id);
+
+    // Disabled key: a restart cannot unlock the data.
+    server
+        .keys()
+        .disable_key(pb::DisableKeyRequest {
+            key: root.crn.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(pg.restart().await, Err(DataKeyError::Kms(_))));
+    assert!(!pg.is_unlocked());
+    assert!(matches!(pg.read("users/1"), Err(DataKeyError::Locked)));
+    server.advance(Duration::from_secs(30));
+    server
+        .keys()
+        .enable_key(pb::EnableKeyRequest {
+            key: root.crn.clone(),
+        })
+        .await
+        .unwrap();
+    pg.restart().await.unwrap();
+    assert_eq!(pg.read("users/1").unwrap().as_deref(), Some(&b"alice"[..]));
+
+    // Cryptoshredding: delete, purge after 4 hours; the data is gone for good.
+    server
+        .keys()
+        .delete_key(pb::DeleteKeyRequest {
+            key: root.crn.clone(),
+            force: false,
+        })
+        .await
+        .unwrap();
+    server.advance(Duration::from_secs(4 * 3600));
+    server
+        .keys()
+        .purge_key(pb::PurgeKeyRequest {
+            key: root.crn.clone(),
+        })
+        .await
+        .unwrap();
+    let error = pg.restart().await.unwrap_err();
+    let DataKeyError::Kms(kms) = error else {
+        panic!("expected a KMS refusal, got {error:?}")
+    };
+    assert_eq!(kms.reason(), Some("KEY_NOT_FOUND_ERR"));
+    assert!(matches!(pg.read("users/1"), Err(DataKeyError::Locked)));
+}
