@@ -5,8 +5,14 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let files = ["errors.proto", "instance.proto", "key.proto"]
-        .map(|name| root.join("kmsim/v1").join(name));
+    let files = [
+        "kmsim/v1/errors.proto",
+        "kmsim/v1/instance.proto",
+        "kmsim/v1/key.proto",
+        // Only for reflection: tonic-types provides the Rust types of these messages.
+        "google/rpc/error_details.proto",
+    ]
+    .map(|name| root.join(name));
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }
