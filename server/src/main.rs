@@ -4,6 +4,9 @@
 use clap::Parser;
 use kmsim_server::config::{Cli, Command, LogFormat, ServeArgs};
 
+/// How long a shutdown waits for open connections to finish.
+const GRACE_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KMSIM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -50,7 +53,24 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let config = args.to_config()?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, data_dir = %args.data_dir.display(), "kmsim listening");
-    kmsim_server::serve(listener, config, shutdown_signal()).await?;
+    // On a signal, stop accepting and drain in-flight calls; clients that keep idle
+    // connections open get GRACE_PERIOD before the process exits anyway (every acknowledged
+    // write is already on disk).
+    let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
+    let signalled = {
+        let stopping = std::sync::Arc::clone(&stopping);
+        async move {
+            shutdown_signal().await;
+            stopping.notify_waiters();
+        }
+    };
+    tokio::select! {
+        result = kmsim_server::serve(listener, config, signalled) => result?,
+        () = async {
+            stopping.notified().await;
+            tokio::time::sleep(GRACE_PERIOD).await;
+        } => tracing::warn!("grace period over: exiting with connections still open"),
+    }
     Ok(())
 }
 

@@ -295,3 +295,45 @@ async fn no_key_plaintext_anywhere_in_the_data_directory() {
     }
     assert!(scanned > 0);
 }
+
+#[tokio::test]
+async fn sigterm_shuts_down_gracefully_and_keeps_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path());
+    let mut instances = InstanceServiceClient::new(channel(&server.endpoint).await);
+    let created = instances
+        .create_instance(pb::CreateInstanceRequest {
+            name: "graceful".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .instance
+        .unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Keep the client's connection open (and serviced) while the server shuts down: the
+    // server must still exit, after at most its grace period.
+    let mut child = server.child;
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "kmsim exits 0 on SIGTERM, got {exit:?}");
+    drop(instances);
+
+    let mut server = start(dir.path());
+    let mut instances = InstanceServiceClient::new(channel_retry(&server.endpoint).await);
+    let listed = instances
+        .list_instances(pb::ListInstancesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.instances.len(), 1);
+    assert_eq!(listed.instances[0].id, created.id);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
