@@ -29,7 +29,9 @@ echo "--- buf lint proto/"
 (cd proto && "$buf" lint)
 
 echo "--- starting kmsim serve --dev"
-cargo build --quiet -p kmsim-server --bin kmsim
+# The same build as the test run (features unified with the tests' dependencies), so in CI
+# this reuses the binary the tests already built instead of compiling a second variant.
+cargo test --workspace --no-run --quiet 2>/dev/null || cargo test --workspace --no-run
 data="$(mktemp -d)"
 log="$data/kmsim.log"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')"

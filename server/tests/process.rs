@@ -18,6 +18,14 @@ struct Server {
     endpoint: String,
 }
 
+impl Drop for Server {
+    /// A failing test must not leave a server running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts `kmsim serve --dev` on an ephemeral port over `dir` and waits for its address.
 fn start(dir: &Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kmsim"))
@@ -318,8 +326,7 @@ async fn sigterm_shuts_down_gracefully_and_keeps_state() {
     assert!(status.success());
     // Keep the client's connection open (and serviced) while the server shuts down: the
     // server must still exit, after at most its grace period.
-    let mut child = server.child;
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+    let exit = tokio::task::spawn_blocking(move || server.child.wait().unwrap())
         .await
         .unwrap();
     assert!(exit.success(), "kmsim exits 0 on SIGTERM, got {exit:?}");
