@@ -19,8 +19,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kmsim_proto::v1::hsm_service_server::HsmServiceServer;
 use kmsim_proto::v1::instance_service_server::InstanceServiceServer;
 use kmsim_proto::v1::key_service_server::KeyServiceServer;
+use kmsim_proto::v1::simulator_service_server::SimulatorServiceServer;
 use sim_hsm::{Hsm, ModuleState};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -69,6 +71,7 @@ pub fn open(config: &Config) -> Result<Arc<Kms>, ServeError> {
     hsm.activate_dev_master_key(&config.master_key)?;
     let kms = Kms::open(
         hsm,
+        Arc::clone(&config.master_key),
         store,
         Arc::clone(&config.clock),
         config.credentials.clone(),
@@ -128,6 +131,12 @@ pub async fn serve_kms(
         .add_service(KeyServiceServer::new(grpc::keys::Keys::new(Arc::clone(
             &kms,
         ))))
+        .add_service(SimulatorServiceServer::new(
+            grpc::simulator::Simulator::new(Arc::clone(&kms)),
+        ))
+        .add_service(HsmServiceServer::new(grpc::hsm::HsmAdmin::new(Arc::clone(
+            &kms,
+        ))))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     let _ = stop_background.send(true);
@@ -143,7 +152,13 @@ async fn watch_health(
     reporter: tonic_health::server::HealthReporter,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
-    let services = ["", "kmsim.v1.InstanceService", "kmsim.v1.KeyService"];
+    let services = [
+        "",
+        "kmsim.v1.InstanceService",
+        "kmsim.v1.KeyService",
+        "kmsim.v1.SimulatorService",
+        "kmsim.v1.HsmService",
+    ];
     let mut last = None;
     loop {
         let serving = kms.hsm().status().state == ModuleState::Operational && kms.store_healthy();
