@@ -327,3 +327,62 @@ pub fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result
     file.write_all(contents)?;
     file.sync_all()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser;
+
+    use super::*;
+
+    fn config(extra: &[&str]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut args = vec![
+            "kmsim",
+            "serve",
+            "--dev",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let Cli {
+            command: Command::Serve(serve),
+        } = Cli::try_parse_from(args).unwrap();
+        serve.to_config()
+    }
+
+    #[test]
+    fn clock_flags_choose_the_clock() {
+        let system = config(&[]).unwrap();
+        assert!(system.clock.simulated().is_none());
+        let simulated = config(&[
+            "--clock",
+            "simulated",
+            "--clock-start",
+            "2026-01-01T00:00:00Z",
+        ])
+        .unwrap();
+        assert_eq!(
+            simulated.clock.simulated().map(|c| c.now()),
+            Some(Timestamp::from_millis(1_767_225_600_000))
+        );
+        let now = SystemClock.now();
+        let from_now = config(&["--clock", "simulated"]).unwrap();
+        assert!(from_now.clock.simulated().unwrap().now() >= now);
+        assert!(matches!(
+            config(&["--clock-start", "2026-01-01T00:00:00Z"]),
+            Err(ConfigError::ClockStartWithoutSimulated)
+        ));
+        let bad = Cli::try_parse_from([
+            "kmsim",
+            "serve",
+            "--clock",
+            "simulated",
+            "--clock-start",
+            "tomorrow",
+        ]);
+        assert!(bad.is_err());
+    }
+}

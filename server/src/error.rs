@@ -67,6 +67,9 @@ pub enum FieldProblem {
     /// A duration that must be greater than zero is not.
     #[error("must be greater than zero")]
     NotPositive,
+    /// Not a method pattern (`*`, `Service/*`, `Service/Method` or `Method`).
+    #[error("is not a method pattern: use *, package.Service/*, package.Service/Method or Method")]
+    MethodPattern,
     /// A name that is not one of the HSM's self-tests.
     #[error("is not the name of an HSM self-test")]
     UnknownSelfTest,
@@ -168,6 +171,9 @@ pub enum KmsError {
         "the key material of instance {0} was destroyed by an HSM zeroization or tamper response"
     )]
     KeyMaterialDestroyed(InstanceId),
+    /// A fault injected through `SimulatorService.InjectFault`.
+    #[error("injected fault: {0:?}")]
+    Injected(crate::faults::InjectedFailure),
     /// The HSM refused or failed the operation.
     #[error("HSM failure: {0}")]
     Hsm(#[from] sim_hsm::HsmError),
@@ -229,9 +235,27 @@ impl KmsError {
             Self::KeyMaterialDestroyed(_) => {
                 (Code::FailedPrecondition, "KEY_MATERIAL_DESTROYED_ERR", 410)
             }
+            Self::Injected(failure) => classify_injected(*failure),
             Self::Hsm(error) => classify_hsm(error),
             Self::Store(_) => (Code::Unavailable, "STORAGE_ERR", 503),
         }
+    }
+}
+
+fn classify_injected(failure: crate::faults::InjectedFailure) -> (Code, &'static str, u16) {
+    use crate::faults::InjectedFailure;
+    match failure {
+        InjectedFailure::Unavailable => (Code::Unavailable, "INJECTED_UNAVAILABLE_ERR", 503),
+        InjectedFailure::ResourceExhausted(_) => {
+            (Code::ResourceExhausted, "INJECTED_RATE_LIMIT_ERR", 429)
+        }
+        InjectedFailure::Internal => (Code::Internal, "INJECTED_INTERNAL_ERR", 500),
+        InjectedFailure::DeadlineExceeded => (
+            Code::DeadlineExceeded,
+            "INJECTED_DEADLINE_EXCEEDED_ERR",
+            504,
+        ),
+        InjectedFailure::HsmDeviceError => (Code::Unavailable, "HSM_DEVICE_ERR", 503),
     }
 }
 
@@ -279,6 +303,18 @@ impl From<KmsError> for Status {
             }
             KmsError::Hsm(hsm) => {
                 metadata.insert("ckr".to_owned(), format!("0x{:X}", hsm.ckr()));
+            }
+            KmsError::Injected(failure) => {
+                metadata.insert("injected".to_owned(), "true".to_owned());
+                match failure {
+                    crate::faults::InjectedFailure::ResourceExhausted(delay) => {
+                        details.set_retry_info(Some(*delay));
+                    }
+                    crate::faults::InjectedFailure::HsmDeviceError => {
+                        metadata.insert("ckr".to_owned(), "0x30".to_owned());
+                    }
+                    _ => {}
+                }
             }
             KmsError::KeyNotFound
             | KmsError::KeyExpired

@@ -11,6 +11,7 @@
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod faults;
 pub mod grpc;
 pub mod kms;
 pub mod store;
@@ -122,6 +123,7 @@ pub async fn serve_kms(
     let timer_task = tokio::spawn(run_timers(Arc::clone(&kms), stopped));
 
     let result = tonic::transport::Server::builder()
+        .layer(faults::layer::FaultLayer::new(Arc::clone(kms.faults())))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -125,6 +125,8 @@ pub struct Kms {
     firing: Mutex<()>,
     /// Serialises moves of the simulated clock (persist, then move, then fire).
     clock_admin: Mutex<()>,
+    /// Injected fault rules, applied by the gRPC layer.
+    faults: Arc<crate::faults::Faults>,
 }
 
 /// Locks a mutex, recovering from poisoning: every critical section either completes its
@@ -182,6 +184,7 @@ impl Kms {
             scheduler: Scheduler::default(),
             firing: Mutex::new(()),
             clock_admin: Mutex::new(()),
+            faults: Arc::default(),
         };
         kms.restore_clock()?;
         kms.load()?;

@@ -6,10 +6,12 @@
 //! authentication will add sits at the top of each.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{Clock, SimulatedClock, Timestamp};
 use crate::error::KmsError;
+use crate::faults::{ActiveRule, FaultRule, Faults};
 use crate::kms::{Kms, lock, write};
 use crate::store::{Change, Tree};
 
@@ -98,8 +100,8 @@ impl Kms {
         Ok(ClockMove { now, timers_fired })
     }
 
-    /// Wipes all state: every instance, key and import token (records and index), and every
-    /// HSM token (the HSM is zeroized, its self-test failure injection cleared, its
+    /// Wipes all state: every instance, key and import token (records and index), every
+    /// fault rule, and every HSM token (the HSM is zeroized, its self-test failure injection cleared, its
     /// self-tests re-run, and the master key re-activated). The clock keeps its time.
     ///
     /// Calls running concurrently with a reset may fail; test suites reset between tests.
@@ -131,6 +133,27 @@ impl Kms {
         self.hsm.reset();
         self.hsm.zeroize()?;
         self.hsm.activate_dev_master_key(&self.master_key)?;
+        self.faults.clear(None);
         Ok(summary)
+    }
+
+    /// The fault rules in force (the gRPC layer applies them).
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
+    }
+
+    /// Adds a fault rule.
+    pub fn inject_fault(&self, rule: FaultRule) -> ActiveRule {
+        self.faults.inject(rule)
+    }
+
+    /// The fault rules in force, oldest first.
+    pub fn list_faults(&self) -> Vec<ActiveRule> {
+        self.faults.list()
+    }
+
+    /// Removes fault rule `id`, or all of them; returns how many were removed.
+    pub fn clear_faults(&self, id: Option<&str>) -> usize {
+        self.faults.clear(id)
     }
 }
