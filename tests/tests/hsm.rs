@@ -352,3 +352,48 @@ async fn zeroized_keystores_stay_destroyed_across_a_restart() {
     assert_new_keys_work(&server).await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_zeroize_in_the_error_state_is_recovered_by_passing_self_tests() {
+    let server = TestServer::start().await;
+    let instance = server.instance().await;
+    let key = server.root_key(&instance).await;
+    let ciphertext = wrap(&server, &key).await.unwrap().ciphertext;
+    let failed = server
+        .hsm()
+        .run_self_tests(pb::RunSelfTestsRequest {
+            fail_test: "DRBG".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(failed.state, pb::HsmState::Error as i32);
+    let zeroized = server
+        .hsm()
+        .zeroize(pb::ZeroizeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(zeroized.keystores_destroyed, 1);
+    let report = status(&server).await;
+    assert_eq!(report.state, pb::HsmState::Error as i32);
+    assert_eq!(
+        report.current_master_key.unwrap().state,
+        pb::MasterKeyRegisterState::Empty as i32,
+        "the wipe took the master key"
+    );
+
+    let recovered = server
+        .hsm()
+        .run_self_tests(pb::RunSelfTestsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(recovered.state, pb::HsmState::Operational as i32);
+    assert_eq!(
+        status(&server).await.current_master_key.unwrap().state,
+        pb::MasterKeyRegisterState::Valid as i32
+    );
+    assert_shredded(&server, &instance, &key, &ciphertext).await;
+    assert_new_keys_work(&server).await;
+}

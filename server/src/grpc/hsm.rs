@@ -120,10 +120,10 @@ impl HsmService for HsmAdmin {
         request: Request<pb::RunSelfTestsRequest>,
     ) -> Result<Response<pb::RunSelfTestsResponse>, Status> {
         let fail = fail_test(&request.get_ref().fail_test)?;
-        let after = blocking(&self.kms, move |kms| Ok(kms.run_self_tests(fail))).await?;
+        let after = blocking(&self.kms, move |kms| kms.run_self_tests(fail)).await?;
         Ok(Response::new(pb::RunSelfTestsResponse {
-            state: state(after) as i32,
-            self_tests: self_tests(&self.kms.hsm_status().status.self_tests),
+            state: state(after.status.state) as i32,
+            self_tests: self_tests(&after.status.self_tests),
         }))
     }
 

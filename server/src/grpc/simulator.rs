@@ -1,8 +1,8 @@
 //! `kmsim.v1.SimulatorService`: the simulated clock, reset and fault injection.
 //!
-//! Administration RPCs: each calls exactly one domain method (`advance_clock`, `set_time`,
-//! `reset`, `inject_fault`, `list_faults`, `clear_faults`), where the admin permission
-//! check will go.
+//! Administration RPCs: each calls exactly one domain method (`clock_reading`,
+//! `advance_clock`, `set_time`, `reset`, `inject_fault`, `list_faults`, `clear_faults`),
+//! where the admin permission check will go.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -194,13 +194,14 @@ impl SimulatorService for Simulator {
         &self,
         _request: Request<pb::GetTimeRequest>,
     ) -> Result<Response<pb::GetTimeResponse>, Status> {
-        let clock = if self.kms.clock_is_simulated() {
+        let reading = self.kms.clock_reading();
+        let clock = if reading.simulated {
             pb::ClockKind::Simulated
         } else {
             pb::ClockKind::System
         };
         Ok(Response::new(pb::GetTimeResponse {
-            time: Some(self.kms.now().to_proto()),
+            time: Some(reading.now.to_proto()),
             clock: clock as i32,
         }))
     }

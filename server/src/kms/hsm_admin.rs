@@ -38,9 +38,10 @@ impl Kms {
     }
 
     /// Runs the HSM's power-on self-tests; with `fail`, that test (a canonical name from
-    /// `sim_hsm::selftest`) fails in this run, leaving the HSM in its error state. Returns
-    /// the state after the run. The injected failure applies to this run only.
-    pub fn run_self_tests(&self, fail: Option<&'static str>) -> ModuleState {
+    /// `sim_hsm::selftest`) fails in this run, leaving the HSM in its error state. The injected
+    /// failure applies to this run only. When the run passes, the master key is (re-)activated
+    /// if a wipe in the error state left none. Returns the HSM's report after the run.
+    pub fn run_self_tests(&self, fail: Option<&'static str>) -> Result<HsmReport, KmsError> {
         if fail.is_some() {
             self.hsm.set_self_test_failure(fail);
         }
@@ -50,13 +51,15 @@ impl Kms {
         }
         if state == ModuleState::Operational {
             tracing::info!("HSM self-tests passed");
+            // Idempotent for the key already active.
+            self.hsm.activate_dev_master_key(&self.master_key)?;
         } else {
             tracing::error!(
                 ?fail,
                 "HSM self-tests failed: the HSM is in its error state"
             );
         }
-        state
+        Ok(self.hsm_status())
     }
 
     /// Wipes the HSM (tamper response or zeroization): every instance's keystore is
@@ -81,8 +84,13 @@ impl Kms {
             keystores = destroyed,
             "HSM wiped: every key's material is destroyed"
         );
-        // Re-activate even after a partial wipe, so the service can create new instances.
-        let activated = self.hsm.activate_dev_master_key(&self.master_key);
+        // Re-activate even after a partial wipe, so the service can create new instances; in
+        // the error state that waits for self-tests to pass (`run_self_tests`).
+        let activated = if self.hsm.status().state == ModuleState::Operational {
+            self.hsm.activate_dev_master_key(&self.master_key)
+        } else {
+            Ok(())
+        };
         wiped?;
         activated?;
         Ok(destroyed)

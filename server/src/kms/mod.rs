@@ -33,7 +33,7 @@ pub use hsm_admin::{HsmReport, WipeKind};
 pub use import::ImportTokenView;
 pub use instances::NewInstance;
 pub use keys::{KeyListQuery, KeyView, Material, NewKey, Page};
-pub use simulator::{ClockMove, ResetSummary};
+pub use simulator::{ClockMove, ClockReading, ResetSummary};
 pub use wrap::{RewrapResult, UnwrapResult, WrapResult};
 
 /// Defaults the domain applies where a request leaves a value out.

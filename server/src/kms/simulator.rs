@@ -27,6 +27,15 @@ pub struct ClockMove {
     pub timers_fired: usize,
 }
 
+/// What `GetTime` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockReading {
+    /// The current time.
+    pub now: Timestamp,
+    /// Whether the clock is simulated.
+    pub simulated: bool,
+}
+
 /// What a reset removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResetSummary {
@@ -37,9 +46,12 @@ pub struct ResetSummary {
 }
 
 impl Kms {
-    /// Whether the server runs a simulated clock.
-    pub fn clock_is_simulated(&self) -> bool {
-        self.clock.simulated().is_some()
+    /// The current time and whether the server runs a simulated clock (`GetTime`).
+    pub fn clock_reading(&self) -> ClockReading {
+        ClockReading {
+            now: self.now(),
+            simulated: self.clock.simulated().is_some(),
+        }
     }
 
     fn simulated_clock(&self) -> Result<&SimulatedClock, KmsError> {
