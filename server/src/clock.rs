@@ -47,6 +47,13 @@ impl Timestamp {
         Duration::from_millis(u64::try_from(millis).unwrap_or(0))
     }
 
+    /// Parses an RFC 3339 date and time (`2026-01-01T00:00:00Z`, fractional seconds allowed).
+    pub fn parse_rfc3339(text: &str) -> Option<Self> {
+        humantime::parse_rfc3339(text.trim())
+            .ok()
+            .map(Self::from_system_time)
+    }
+
     /// As a protobuf timestamp.
     pub fn to_proto(self) -> prost_types::Timestamp {
         prost_types::Timestamp {
@@ -84,6 +91,11 @@ pub trait Clock: Send + Sync + fmt::Debug {
     /// A receiver that changes whenever the clock jumps (a simulated clock being advanced or
     /// set), so the scheduler can fire due timers at once. `None` for the system clock.
     fn jumps(&self) -> Option<watch::Receiver<Timestamp>> {
+        None
+    }
+
+    /// The simulated clock, when this is one (the simulator's clock controls move only it).
+    fn simulated(&self) -> Option<&SimulatedClock> {
         None
     }
 }
@@ -158,6 +170,10 @@ impl Clock for SimulatedClock {
     fn jumps(&self) -> Option<watch::Receiver<Timestamp>> {
         Some(self.jumps.subscribe())
     }
+
+    fn simulated(&self) -> Option<&SimulatedClock> {
+        Some(self)
+    }
 }
 
 #[cfg(test)]
@@ -195,6 +211,15 @@ mod tests {
             nanos: -5,
         };
         assert_eq!(Timestamp::from_proto(&bad), None);
+    }
+
+    #[test]
+    fn parses_rfc3339() {
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-01-01T00:00:00Z"),
+            Some(Timestamp::from_millis(1_767_225_600_000))
+        );
+        assert_eq!(Timestamp::parse_rfc3339("yesterday"), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sim_hsm::{DevMasterKey, HsmConfig};
 use zeroize::Zeroizing;
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SimulatedClock, SystemClock, Timestamp};
 use crate::kms::Defaults;
 use crate::kms::keystore::HsmCredentials;
 
@@ -39,6 +39,20 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// Which clock the server runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClockMode {
+    /// The operating system's wall clock.
+    System,
+    /// A clock that moves only through `SimulatorService.AdvanceClock` / `SetTime`.
+    Simulated,
+}
+
+fn parse_clock_start(text: &str) -> Result<Timestamp, String> {
+    Timestamp::parse_rfc3339(text)
+        .ok_or_else(|| "must be an RFC 3339 time such as 2026-01-01T00:00:00Z".to_owned())
 }
 
 /// Flags of `kmsim serve`.
@@ -73,6 +87,15 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "KMSIM_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// The clock of every time rule: the system clock, or a simulated clock that moves only
+    /// through `SimulatorService.AdvanceClock` / `SetTime` (its time is persisted, so a
+    /// restart never moves it backwards).
+    #[arg(long, env = "KMSIM_CLOCK", value_enum, default_value = "system")]
+    pub clock: ClockMode,
+    /// Start time of a simulated clock (RFC 3339); default: the real time at start. A later
+    /// time stored by a previous run wins.
+    #[arg(long, env = "KMSIM_CLOCK_START", value_parser = parse_clock_start)]
+    pub clock_start: Option<Timestamp>,
 }
 
 /// Where the durable state lives.
@@ -184,6 +207,9 @@ pub enum ConfigError {
     /// --region or --account is malformed.
     #[error("--{0} is malformed: lowercase letters, digits and '-' only")]
     BadDefault(&'static str),
+    /// --clock-start without --clock simulated.
+    #[error("--clock-start needs --clock simulated")]
+    ClockStartWithoutSimulated,
 }
 
 /// The development secrets kept in `<data-dir>/dev-secrets.json` (mode 0600).
@@ -235,6 +261,12 @@ impl ServeArgs {
             .account
             .parse()
             .map_err(|_| ConfigError::BadDefault("account"))?;
+        config.clock = match (self.clock, self.clock_start) {
+            (ClockMode::System, None) => Arc::new(SystemClock),
+            (ClockMode::System, Some(_)) => return Err(ConfigError::ClockStartWithoutSimulated),
+            (ClockMode::Simulated, Some(start)) => Arc::new(SimulatedClock::new(start)),
+            (ClockMode::Simulated, None) => Arc::new(SimulatedClock::starting_now()),
+        };
         Ok(config)
     }
 }
@@ -294,4 +326,63 @@ pub fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result
     let mut file = options.open(path)?;
     file.write_all(contents)?;
     file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser;
+
+    use super::*;
+
+    fn config(extra: &[&str]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut args = vec![
+            "kmsim",
+            "serve",
+            "--dev",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let Cli {
+            command: Command::Serve(serve),
+        } = Cli::try_parse_from(args).unwrap();
+        serve.to_config()
+    }
+
+    #[test]
+    fn clock_flags_choose_the_clock() {
+        let system = config(&[]).unwrap();
+        assert!(system.clock.simulated().is_none());
+        let simulated = config(&[
+            "--clock",
+            "simulated",
+            "--clock-start",
+            "2026-01-01T00:00:00Z",
+        ])
+        .unwrap();
+        assert_eq!(
+            simulated.clock.simulated().map(|c| c.now()),
+            Some(Timestamp::from_millis(1_767_225_600_000))
+        );
+        let now = SystemClock.now();
+        let from_now = config(&["--clock", "simulated"]).unwrap();
+        assert!(from_now.clock.simulated().unwrap().now() >= now);
+        assert!(matches!(
+            config(&["--clock-start", "2026-01-01T00:00:00Z"]),
+            Err(ConfigError::ClockStartWithoutSimulated)
+        ));
+        let bad = Cli::try_parse_from([
+            "kmsim",
+            "serve",
+            "--clock",
+            "simulated",
+            "--clock-start",
+            "tomorrow",
+        ]);
+        assert!(bad.is_err());
+    }
 }

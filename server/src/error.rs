@@ -64,6 +64,15 @@ pub enum FieldProblem {
     /// Material that does not match the length of the key's current version.
     #[error("must be as long as the key's current material")]
     MaterialLengthMismatch,
+    /// A duration that must be greater than zero is not.
+    #[error("must be greater than zero")]
+    NotPositive,
+    /// Not a method pattern (`*`, `Service/*`, `Service/Method` or `Method`).
+    #[error("is not a method pattern: use *, package.Service/*, package.Service/Method or Method")]
+    MethodPattern,
+    /// A name that is not one of the HSM's self-tests.
+    #[error("is not the name of an HSM self-test")]
+    UnknownSelfTest,
 }
 
 /// Why a kmsim operation failed. Each variant maps to exactly one gRPC code and reason.
@@ -150,6 +159,21 @@ pub enum KmsError {
     /// The nonce was not encrypted with this material and IV.
     #[error("the nonce was not encrypted with this material and IV")]
     IncorrectNonceIv,
+    /// The server runs the system clock: it cannot be advanced or set.
+    #[error("the server runs the system clock; start it with --clock simulated to control time")]
+    ClockNotSimulated,
+    /// A simulated clock only moves forward.
+    #[error("the simulated clock cannot move backwards")]
+    ClockBackwards,
+    /// The instance's keystore was wiped by an HSM tamper response or zeroization: its keys'
+    /// material no longer exists (their metadata does).
+    #[error(
+        "the key material of instance {0} was destroyed by an HSM zeroization or tamper response"
+    )]
+    KeyMaterialDestroyed(InstanceId),
+    /// A fault injected through `SimulatorService.InjectFault`.
+    #[error("injected fault: {0:?}")]
+    Injected(crate::faults::InjectedFailure),
     /// The HSM refused or failed the operation.
     #[error("HSM failure: {0}")]
     Hsm(#[from] sim_hsm::HsmError),
@@ -206,9 +230,32 @@ impl KmsError {
             Self::ImportMaterialInvalid => (Code::InvalidArgument, "BAD_BODY_ERR", 400),
             Self::IncorrectNonce => (Code::InvalidArgument, "INCORRECT_NONCE_ERR", 400),
             Self::IncorrectNonceIv => (Code::InvalidArgument, "INCORRECT_NONCE_IV_ERR", 400),
+            Self::ClockNotSimulated => (Code::FailedPrecondition, "CLOCK_NOT_SIMULATED_ERR", 409),
+            Self::ClockBackwards => (Code::FailedPrecondition, "CLOCK_BACKWARDS_ERR", 409),
+            Self::KeyMaterialDestroyed(_) => {
+                (Code::FailedPrecondition, "KEY_MATERIAL_DESTROYED_ERR", 410)
+            }
+            Self::Injected(failure) => classify_injected(*failure),
             Self::Hsm(error) => classify_hsm(error),
             Self::Store(_) => (Code::Unavailable, "STORAGE_ERR", 503),
         }
+    }
+}
+
+fn classify_injected(failure: crate::faults::InjectedFailure) -> (Code, &'static str, u16) {
+    use crate::faults::InjectedFailure;
+    match failure {
+        InjectedFailure::Unavailable => (Code::Unavailable, "INJECTED_UNAVAILABLE_ERR", 503),
+        InjectedFailure::ResourceExhausted(_) => {
+            (Code::ResourceExhausted, "INJECTED_RATE_LIMIT_ERR", 429)
+        }
+        InjectedFailure::Internal => (Code::Internal, "INJECTED_INTERNAL_ERR", 500),
+        InjectedFailure::DeadlineExceeded => (
+            Code::DeadlineExceeded,
+            "INJECTED_DEADLINE_EXCEEDED_ERR",
+            504,
+        ),
+        InjectedFailure::HsmDeviceError => (Code::Unavailable, "HSM_DEVICE_ERR", 503),
     }
 }
 
@@ -249,11 +296,25 @@ impl From<KmsError> for Status {
                 metadata.insert("key_id".to_owned(), key.to_string());
                 metadata.insert("key_state".to_owned(), "5".to_owned());
             }
-            KmsError::InstanceNotFound(id) | KmsError::InstanceNotEmpty(id) => {
+            KmsError::InstanceNotFound(id)
+            | KmsError::InstanceNotEmpty(id)
+            | KmsError::KeyMaterialDestroyed(id) => {
                 metadata.insert("instance_id".to_owned(), id.to_string());
             }
             KmsError::Hsm(hsm) => {
                 metadata.insert("ckr".to_owned(), format!("0x{:X}", hsm.ckr()));
+            }
+            KmsError::Injected(failure) => {
+                metadata.insert("injected".to_owned(), "true".to_owned());
+                match failure {
+                    crate::faults::InjectedFailure::ResourceExhausted(delay) => {
+                        details.set_retry_info(Some(*delay));
+                    }
+                    crate::faults::InjectedFailure::HsmDeviceError => {
+                        metadata.insert("ckr".to_owned(), "0x30".to_owned());
+                    }
+                    _ => {}
+                }
             }
             KmsError::KeyNotFound
             | KmsError::KeyExpired
@@ -268,6 +329,8 @@ impl From<KmsError> for Status {
             | KmsError::ImportTokenRetrievalsExhausted
             | KmsError::IncorrectNonce
             | KmsError::IncorrectNonceIv
+            | KmsError::ClockNotSimulated
+            | KmsError::ClockBackwards
             | KmsError::Store(_) => {}
         }
         details.set_error_info(reason, ERROR_DOMAIN, metadata);

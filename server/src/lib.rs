@@ -11,6 +11,7 @@
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod faults;
 pub mod grpc;
 pub mod kms;
 pub mod store;
@@ -19,8 +20,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kmsim_proto::v1::hsm_service_server::HsmServiceServer;
 use kmsim_proto::v1::instance_service_server::InstanceServiceServer;
 use kmsim_proto::v1::key_service_server::KeyServiceServer;
+use kmsim_proto::v1::simulator_service_server::SimulatorServiceServer;
 use sim_hsm::{Hsm, ModuleState};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -69,6 +72,7 @@ pub fn open(config: &Config) -> Result<Arc<Kms>, ServeError> {
     hsm.activate_dev_master_key(&config.master_key)?;
     let kms = Kms::open(
         hsm,
+        Arc::clone(&config.master_key),
         store,
         Arc::clone(&config.clock),
         config.credentials.clone(),
@@ -119,6 +123,7 @@ pub async fn serve_kms(
     let timer_task = tokio::spawn(run_timers(Arc::clone(&kms), stopped));
 
     let result = tonic::transport::Server::builder()
+        .layer(faults::layer::FaultLayer::new(Arc::clone(kms.faults())))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -126,6 +131,12 @@ pub async fn serve_kms(
             Arc::clone(&kms),
         )))
         .add_service(KeyServiceServer::new(grpc::keys::Keys::new(Arc::clone(
+            &kms,
+        ))))
+        .add_service(SimulatorServiceServer::new(
+            grpc::simulator::Simulator::new(Arc::clone(&kms)),
+        ))
+        .add_service(HsmServiceServer::new(grpc::hsm::HsmAdmin::new(Arc::clone(
             &kms,
         ))))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
@@ -143,7 +154,13 @@ async fn watch_health(
     reporter: tonic_health::server::HealthReporter,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
-    let services = ["", "kmsim.v1.InstanceService", "kmsim.v1.KeyService"];
+    let services = [
+        "",
+        "kmsim.v1.InstanceService",
+        "kmsim.v1.KeyService",
+        "kmsim.v1.SimulatorService",
+        "kmsim.v1.HsmService",
+    ];
     let mut last = None;
     loop {
         let serving = kms.hsm().status().state == ModuleState::Operational && kms.store_healthy();

@@ -13,8 +13,10 @@ use kmsim_proto::v1 as pb;
 use kmsim_server::Config;
 use kmsim_server::clock::{SimulatedClock, Timestamp};
 use kmsim_server::kms::Kms;
+use pb::hsm_service_client::HsmServiceClient;
 use pb::instance_service_client::InstanceServiceClient;
 use pb::key_service_client::KeyServiceClient;
+use pb::simulator_service_client::SimulatorServiceClient;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -43,7 +45,15 @@ impl TestServer {
         Self::start_with(config, clock).await
     }
 
-    /// Starts a server with `config`, whose clock must be `clock`.
+    /// Starts a server over temporary storage on the system clock (`--clock system`). Its
+    /// `clock` field is a detached simulated clock: do not use [`TestServer::advance`].
+    pub async fn start_with_system_clock() -> Self {
+        let config = Config::ephemeral(Arc::new(kmsim_server::clock::SystemClock));
+        Self::start_with(config, Arc::new(SimulatedClock::starting_now())).await
+    }
+
+    /// Starts a server with `config`, whose clock must be `clock` (except for
+    /// [`TestServer::start_with_system_clock`]).
     pub async fn start_with(config: Config, clock: Arc<SimulatedClock>) -> Self {
         let kms = tokio::task::spawn_blocking(move || kmsim_server::open(&config))
             .await
@@ -90,6 +100,28 @@ impl TestServer {
     /// An InstanceService client.
     pub fn instances(&self) -> InstanceServiceClient<Channel> {
         InstanceServiceClient::new(self.channel())
+    }
+
+    /// A SimulatorService client.
+    pub fn simulator(&self) -> SimulatorServiceClient<Channel> {
+        SimulatorServiceClient::new(self.channel())
+    }
+
+    /// An HsmService client.
+    pub fn hsm(&self) -> HsmServiceClient<Channel> {
+        HsmServiceClient::new(self.channel())
+    }
+
+    /// Advances the clock through `SimulatorService.AdvanceClock` (which fires every timer
+    /// that falls due before returning).
+    pub async fn advance_rpc(&self, by: Duration) -> pb::AdvanceClockResponse {
+        self.simulator()
+            .advance_clock(pb::AdvanceClockRequest {
+                duration: Some(prost_types::Duration::try_from(by).unwrap()),
+            })
+            .await
+            .unwrap()
+            .into_inner()
     }
 
     /// Advances the simulated clock and fires every timer that falls due.

@@ -13,7 +13,13 @@ use tonic_health::pb::health_client::HealthClient;
 async fn health_reports_serving_for_the_server_and_each_service() {
     let server = TestServer::start().await;
     let mut health = HealthClient::new(server.channel());
-    for service in ["", "kmsim.v1.KeyService", "kmsim.v1.InstanceService"] {
+    for service in [
+        "",
+        "kmsim.v1.KeyService",
+        "kmsim.v1.InstanceService",
+        "kmsim.v1.SimulatorService",
+        "kmsim.v1.HsmService",
+    ] {
         // The watcher publishes within its first tick.
         let mut status = None;
         for _ in 0..50 {
@@ -64,6 +70,8 @@ async fn reflection_v1_and_v1alpha_list_the_services() {
         for expected in [
             "kmsim.v1.KeyService",
             "kmsim.v1.InstanceService",
+            "kmsim.v1.SimulatorService",
+            "kmsim.v1.HsmService",
             "grpc.health.v1.Health",
         ] {
             assert!(

@@ -2,8 +2,10 @@
 //! typed values once, calls the domain, and maps the result (or the `KmsError`, through the
 //! one mapping in `error`) back to protobuf. Nothing below this module knows protobuf.
 
+pub mod hsm;
 pub mod instances;
 pub mod keys;
+pub mod simulator;
 
 use std::str::FromStr;
 use std::sync::Arc;

@@ -35,10 +35,9 @@ impl Kms {
         let entry = self.instance(instance.id())?;
         let now = self.now();
         let id = ImportTokenId::from_uuid(self.new_id());
-        let pair = entry
-            .keystore
-            .new_import_key_pair(&format!("kmsim:import-token:{id}"))?;
-        let nonce = entry.keystore.random(NONCE_LEN)?;
+        let keystore = entry.keystore()?;
+        let pair = keystore.new_import_key_pair(&format!("kmsim:import-token:{id}"))?;
+        let nonce = keystore.random(NONCE_LEN)?;
         let record = ImportTokenRecord {
             id,
             create_time: now,
@@ -56,13 +55,13 @@ impl Kms {
             entry.record.id.as_bytes(),
             encode(&record),
         ) {
-            let _ = entry.keystore.destroy(pair.private);
-            let _ = entry.keystore.destroy(pair.public);
+            let _ = keystore.destroy(pair.private);
+            let _ = keystore.destroy(pair.public);
             return Err(error.into());
         }
         if let Some(old) = slot.replace(record.clone()) {
-            let _ = entry.keystore.destroy(ObjectHandle(old.private_handle));
-            let _ = entry.keystore.destroy(ObjectHandle(old.public_handle));
+            let _ = keystore.destroy(ObjectHandle(old.private_handle));
+            let _ = keystore.destroy(ObjectHandle(old.public_handle));
         }
         Ok(ImportTokenView {
             record,

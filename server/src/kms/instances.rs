@@ -42,7 +42,7 @@ impl Kms {
             record.id,
             Arc::new(InstanceEntry {
                 record: record.clone(),
-                keystore,
+                keystore: RwLock::new(Some(keystore)),
                 aliases: RwLock::new(HashMap::new()),
                 import_token: Mutex::new(None),
                 mutation: Mutex::new(()),
@@ -105,12 +105,11 @@ impl Kms {
             self.shred(&entry, &key.snapshot())?;
         }
         if let Some(token) = lock(&entry.import_token).take() {
-            entry
-                .keystore
-                .destroy(sim_hsm::ObjectHandle(token.private_handle))?;
-            entry
-                .keystore
-                .destroy(sim_hsm::ObjectHandle(token.public_handle))?;
+            // A destroyed keystore already lost the token's key pair.
+            if let Some(keystore) = entry.keystore_if_intact() {
+                keystore.destroy(sim_hsm::ObjectHandle(token.private_handle))?;
+                keystore.destroy(sim_hsm::ObjectHandle(token.public_handle))?;
+            }
         }
         self.store.apply(vec![
             Change::Delete {

@@ -154,7 +154,7 @@ impl Kms {
     ) -> Result<KeyView, KmsError> {
         if view.record.kind == KeyKind::Standard && view.state != KeyState::Destroyed {
             if let Some(version) = view.record.current_version() {
-                view.payload = Some(instance.keystore.payload(ObjectHandle(version.handle))?);
+                view.payload = Some(instance.keystore()?.payload(ObjectHandle(version.handle))?);
             }
         }
         Ok(view)
@@ -169,23 +169,29 @@ impl Kms {
         label: &str,
     ) -> Result<(ObjectHandle, usize, bool), KmsError> {
         match material {
-            Material::Generate(size) => {
-                Ok((instance.keystore.generate(usage, size, label)?, size, false))
-            }
+            Material::Generate(size) => Ok((
+                instance.keystore()?.generate(usage, size, label)?,
+                size,
+                false,
+            )),
             Material::Plain(bytes) => {
                 let size = bytes.len();
-                Ok((instance.keystore.import(usage, bytes, label)?, size, true))
+                Ok((
+                    instance.keystore()?.import(usage, bytes, label)?,
+                    size,
+                    true,
+                ))
             }
             Material::Secure(input) => {
                 let token = self.usable_import_token(instance, input.token)?;
-                let handle = instance.keystore.secure_import(
+                let handle = instance.keystore()?.secure_import(
                     ObjectHandle(token.private_handle),
                     &token.nonce,
                     &input,
                     usage,
                     label,
                 )?;
-                let size = instance.keystore.material_len(handle)?;
+                let size = instance.keystore()?.material_len(handle)?;
                 Ok((handle, size, true))
             }
         }
@@ -266,7 +272,9 @@ impl Kms {
             Ok(record) => record,
             Err(error) => {
                 // Nothing refers to the material yet: do not leave it behind.
-                let _ = instance.keystore.destroy(handle);
+                let _ = instance
+                    .keystore()
+                    .and_then(|keystore| keystore.destroy(handle));
                 return Err(error);
             }
         };
@@ -394,7 +402,9 @@ impl Kms {
                 &version_label(record.id, version),
             )?;
             if size != record.size_bytes {
-                let _ = instance.keystore.destroy(handle);
+                let _ = instance
+                    .keystore()
+                    .and_then(|keystore| keystore.destroy(handle));
                 return Err(KmsError::field(
                     "secure_import",
                     FieldProblem::MaterialLengthMismatch,

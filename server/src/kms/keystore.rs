@@ -107,11 +107,12 @@ impl Keystore {
         Self::open_slot(hsm, slot, creds)
     }
 
-    /// Opens the existing token of `instance` and logs in.
+    /// Opens the existing token of `instance` and logs in. `KEY_MATERIAL_DESTROYED_ERR` when
+    /// the HSM holds no such token (a zeroization or tamper response wiped it).
     pub fn open(hsm: &Hsm, instance: InstanceId, creds: &HsmCredentials) -> Result<Self, KmsError> {
         let slot = hsm
             .find_slot_by_label(&token_label(instance))
-            .ok_or(KmsError::Hsm(HsmError::SlotIdInvalid))?;
+            .ok_or(KmsError::KeyMaterialDestroyed(instance))?;
         Self::open_slot(hsm, slot, creds)
     }
 

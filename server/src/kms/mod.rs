@@ -4,6 +4,7 @@
 //! writes every mutation through the [`Store`] (flushed) before updating the index.
 
 pub mod ciphertext;
+mod hsm_admin;
 pub mod ids;
 mod import;
 mod instances;
@@ -11,13 +12,14 @@ pub mod keys;
 pub mod keystore;
 pub mod records;
 pub mod scheduler;
+mod simulator;
 pub mod state;
 mod wrap;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use sim_hsm::Hsm;
+use sim_hsm::{DevMasterKey, Hsm};
 
 use crate::clock::{Clock, Timestamp};
 use crate::error::KmsError;
@@ -27,9 +29,11 @@ use keystore::{HsmCredentials, Keystore};
 use records::{ImportTokenRecord, InstanceRecord, KeyRecord, Lifecycle};
 use scheduler::Scheduler;
 
+pub use hsm_admin::{HsmReport, WipeKind};
 pub use import::ImportTokenView;
 pub use instances::NewInstance;
 pub use keys::{KeyListQuery, KeyView, Material, NewKey, Page};
+pub use simulator::{ClockMove, ClockReading, ResetSummary};
 pub use wrap::{RewrapResult, UnwrapResult, WrapResult};
 
 /// Defaults the domain applies where a request leaves a value out.
@@ -47,13 +51,28 @@ pub struct Defaults {
 #[derive(Debug)]
 pub(crate) struct InstanceEntry {
     pub(crate) record: InstanceRecord,
-    pub(crate) keystore: Keystore,
+    /// The keystore session; `None` once an HSM zeroization or tamper response destroyed the
+    /// instance's token (its keys' metadata stays, their material is gone).
+    pub(crate) keystore: RwLock<Option<Keystore>>,
     /// Alias -> key, unique per instance.
     pub(crate) aliases: RwLock<HashMap<Alias, KeyId>>,
     /// The instance's import token, if any.
     pub(crate) import_token: Mutex<Option<ImportTokenRecord>>,
     /// Serialises instance-wide mutations (key creation with aliases, alias changes).
     pub(crate) mutation: Mutex<()>,
+}
+
+impl InstanceEntry {
+    /// The instance's keystore, or `KEY_MATERIAL_DESTROYED_ERR` once the HSM wiped it.
+    pub(crate) fn keystore(&self) -> Result<Keystore, KmsError> {
+        self.keystore_if_intact()
+            .ok_or(KmsError::KeyMaterialDestroyed(self.record.id))
+    }
+
+    /// The instance's keystore, unless the HSM wiped it.
+    pub(crate) fn keystore_if_intact(&self) -> Option<Keystore> {
+        read(&self.keystore).clone()
+    }
 }
 
 /// A loaded key: the current record, swapped whole on every mutation, and a lock that
@@ -90,6 +109,8 @@ pub(crate) type LiveKey = (
 #[derive(Debug)]
 pub struct Kms {
     hsm: Arc<Hsm>,
+    /// The master key the HSM runs with, re-activated after a zeroization or reset.
+    master_key: Arc<DevMasterKey>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     credentials: HsmCredentials,
@@ -99,6 +120,13 @@ pub struct Kms {
     /// Serialises instance creation and deletion (token slots are module-wide).
     instance_admin: Mutex<()>,
     scheduler: Scheduler,
+    /// Serialises timer firing, so a caller that fires timers returns only after any firing
+    /// already under way (e.g. the background task's) has finished.
+    firing: Mutex<()>,
+    /// Serialises moves of the simulated clock (persist, then move, then fire).
+    clock_admin: Mutex<()>,
+    /// Injected fault rules, applied by the gRPC layer.
+    faults: Arc<crate::faults::Faults>,
 }
 
 /// Locks a mutex, recovering from poisoning: every critical section either completes its
@@ -132,9 +160,12 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 
 impl Kms {
     /// Loads every record from `store` and opens each instance's keystore in `hsm` (whose
-    /// master key must be active).
+    /// master key must be active: `master_key`). An instance whose token the HSM no longer
+    /// holds (wiped by a zeroization or tamper response) loads with its keystore destroyed.
+    /// A simulated clock is moved forward to the time a previous run stored, if later.
     pub fn open(
         hsm: Arc<Hsm>,
+        master_key: Arc<DevMasterKey>,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         credentials: HsmCredentials,
@@ -142,6 +173,7 @@ impl Kms {
     ) -> Result<Self, KmsError> {
         let kms = Self {
             hsm,
+            master_key,
             store,
             clock,
             credentials,
@@ -150,7 +182,11 @@ impl Kms {
             keys: RwLock::new(HashMap::new()),
             instance_admin: Mutex::new(()),
             scheduler: Scheduler::default(),
+            firing: Mutex::new(()),
+            clock_admin: Mutex::new(()),
+            faults: Arc::default(),
         };
+        kms.restore_clock()?;
         kms.load()?;
         Ok(kms)
     }
@@ -159,7 +195,14 @@ impl Kms {
         let mut instances = HashMap::new();
         for (_, bytes) in self.store.scan_prefix(Tree::Instances, b"")? {
             let record: InstanceRecord = decode(Tree::Instances, &bytes)?;
-            let keystore = Keystore::open(&self.hsm, record.id, &self.credentials)?;
+            let keystore = match Keystore::open(&self.hsm, record.id, &self.credentials) {
+                Ok(keystore) => Some(keystore),
+                Err(KmsError::KeyMaterialDestroyed(_)) => {
+                    tracing::warn!(instance = %record.id, "the instance's keystore was destroyed by the HSM; its keys are unusable");
+                    None
+                }
+                Err(error) => return Err(error),
+            };
             let token = match self.store.get(Tree::ImportTokens, record.id.as_bytes())? {
                 Some(bytes) => Some(decode::<ImportTokenRecord>(Tree::ImportTokens, &bytes)?),
                 None => None,
@@ -168,7 +211,7 @@ impl Kms {
                 record.id,
                 Arc::new(InstanceEntry {
                     record,
-                    keystore,
+                    keystore: RwLock::new(keystore),
                     aliases: RwLock::new(HashMap::new()),
                     import_token: Mutex::new(token),
                     mutation: Mutex::new(()),
@@ -301,6 +344,7 @@ impl Kms {
     /// as Deactivated, and deleted keys past 90 days are purged (material shredded). Returns
     /// how many keys changed.
     pub fn fire_due_timers(&self) -> Result<usize, KmsError> {
+        let _firing = lock(&self.firing);
         let now = self.now();
         let mut changed = 0;
         for key in self.scheduler.take_due(now) {
@@ -352,10 +396,11 @@ impl Kms {
         instance: &InstanceEntry,
         record: &KeyRecord,
     ) -> Result<(), KmsError> {
-        for version in &record.versions {
-            instance
-                .keystore
-                .destroy(sim_hsm::ObjectHandle(version.handle))?;
+        // A destroyed keystore already lost every version's material.
+        if let Some(keystore) = instance.keystore_if_intact() {
+            for version in &record.versions {
+                keystore.destroy(sim_hsm::ObjectHandle(version.handle))?;
+            }
         }
         self.store.delete(Tree::Keys, record.id.as_bytes())?;
         {

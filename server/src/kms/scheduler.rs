@@ -35,6 +35,11 @@ impl Scheduler {
         due
     }
 
+    /// Drops every timer (reset).
+    pub fn clear(&self) {
+        lock(&self.timers).clear();
+    }
+
     /// The earliest deadline.
     pub fn next(&self) -> Option<Timestamp> {
         lock(&self.timers).first().map(|(at, _)| *at)

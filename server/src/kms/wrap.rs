@@ -104,11 +104,11 @@ impl Kms {
         let (data, generated) = match plaintext {
             Some(data) => (data, false),
             None => (
-                Zeroizing::new(instance.keystore.random(DATA_KEY_LEN)?),
+                Zeroizing::new(instance.keystore()?.random(DATA_KEY_LEN)?),
                 true,
             ),
         };
-        let ciphertext = seal_with(&instance.keystore, &record, version, aad, &data)?;
+        let ciphertext = seal_with(&instance.keystore()?, &record, version, aad, &data)?;
         Ok(WrapResult {
             ciphertext,
             generated: generated.then_some(data),
@@ -128,12 +128,12 @@ impl Kms {
         if record.kind != KeyKind::Root {
             return Err(KmsError::RootKeyRequired);
         }
-        let (plaintext, version) = open_with(&instance.keystore, &record, ciphertext, aad)?;
+        let (plaintext, version) = open_with(&instance.keystore()?, &record, ciphertext, aad)?;
         let current = record.current_version().ok_or(KmsError::KeyNotFound)?;
         let rewrapped = if current.id == version.id {
             None
         } else {
-            let bytes = seal_with(&instance.keystore, &record, current, aad, &plaintext)?;
+            let bytes = seal_with(&instance.keystore()?, &record, current, aad, &plaintext)?;
             Some((bytes, current.clone()))
         };
         Ok(UnwrapResult {
@@ -155,9 +155,9 @@ impl Kms {
         if record.kind != KeyKind::Root {
             return Err(KmsError::RootKeyRequired);
         }
-        let (plaintext, version) = open_with(&instance.keystore, &record, ciphertext, aad)?;
+        let (plaintext, version) = open_with(&instance.keystore()?, &record, ciphertext, aad)?;
         let current = record.current_version().ok_or(KmsError::KeyNotFound)?;
-        let ciphertext = seal_with(&instance.keystore, &record, current, aad, &plaintext)?;
+        let ciphertext = seal_with(&instance.keystore()?, &record, current, aad, &plaintext)?;
         Ok(RewrapResult {
             ciphertext,
             version,

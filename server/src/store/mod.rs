@@ -19,11 +19,19 @@ pub enum Tree {
     ImportTokens,
     /// The HSM's sealed object records.
     Hsm,
+    /// The simulator's own state (the simulated clock's time), keyed by name.
+    Simulator,
 }
 
 impl Tree {
     /// Every tree.
-    pub const ALL: [Tree; 4] = [Tree::Instances, Tree::Keys, Tree::ImportTokens, Tree::Hsm];
+    pub const ALL: [Tree; 5] = [
+        Tree::Instances,
+        Tree::Keys,
+        Tree::ImportTokens,
+        Tree::Hsm,
+        Tree::Simulator,
+    ];
 
     /// The tree's name on disk.
     pub fn name(self) -> &'static str {
@@ -32,6 +40,7 @@ impl Tree {
             Tree::Keys => "keys",
             Tree::ImportTokens => "import_tokens",
             Tree::Hsm => "hsm",
+            Tree::Simulator => "simulator",
         }
     }
 }
