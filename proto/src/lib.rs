@@ -31,6 +31,7 @@ mod tests {
             .collect();
         assert!(services.contains(&"InstanceService".to_owned()));
         assert!(services.contains(&"KeyService".to_owned()));
+        assert!(services.contains(&"IamService".to_owned()));
     }
 
     #[test]

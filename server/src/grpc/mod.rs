@@ -2,14 +2,16 @@
 //! typed values once, calls the domain, and maps the result (or the `KmsError`, through the
 //! one mapping in `error`) back to protobuf. Nothing below this module knows protobuf.
 
+pub mod iam;
 pub mod instances;
 pub mod keys;
 
 use std::str::FromStr;
 use std::sync::Arc;
 
-use tonic::Status;
+use tonic::{Request, Status};
 
+use crate::auth::{AuthFailure, Identity};
 use crate::error::{FieldProblem, KmsError};
 use crate::kms::Kms;
 use crate::kms::ids::ParseError;
@@ -25,6 +27,16 @@ pub(crate) fn parse<T: FromStr<Err = ParseError>>(
     value
         .parse()
         .map_err(|error| KmsError::malformed(field, error))
+}
+
+/// The caller the auth layer put into the request's extensions. A request without one never
+/// passed the layer: it is refused as unauthenticated rather than served.
+pub(crate) fn caller<T>(request: &Request<T>) -> Result<Identity, Status> {
+    request
+        .extensions()
+        .get::<Identity>()
+        .copied()
+        .ok_or_else(|| KmsError::Unauthenticated(AuthFailure::Missing).into())
 }
 
 /// Runs a domain call that writes to the store on the blocking pool, so a flush never stalls

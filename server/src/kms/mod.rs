@@ -4,6 +4,7 @@
 //! writes every mutation through the [`Store`] (flushed) before updating the index.
 
 pub mod ciphertext;
+pub mod iam;
 pub mod ids;
 mod import;
 mod instances;
@@ -39,8 +40,6 @@ pub struct Defaults {
     pub region: Region,
     /// Account of new instances.
     pub account: AccountId,
-    /// The identity recorded as creator and deleter until authentication exists.
-    pub operator: String,
 }
 
 /// A loaded instance: its record, its keystore session, and its per-instance indexes.
@@ -99,6 +98,7 @@ pub struct Kms {
     /// Serialises instance creation and deletion (token slots are module-wide).
     instance_admin: Mutex<()>,
     scheduler: Scheduler,
+    iam: iam::IamState,
 }
 
 /// Locks a mutex, recovering from poisoning: every critical section either completes its
@@ -132,15 +132,19 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 
 impl Kms {
     /// Loads every record from `store` and opens each instance's keystore in `hsm` (whose
-    /// master key must be active).
+    /// master key must be active), and the IAM token-signing key (created on first start).
+    /// `dev_token` accepts [`crate::auth::DEV_TOKEN`] as the bootstrap admin.
     pub fn open(
         hsm: Arc<Hsm>,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         credentials: HsmCredentials,
         defaults: Defaults,
+        dev_token: bool,
     ) -> Result<Self, KmsError> {
+        let iam = iam::IamState::open(&hsm, store.as_ref(), &credentials, dev_token)?;
         let kms = Self {
+            iam,
             hsm,
             store,
             clock,

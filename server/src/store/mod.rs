@@ -19,11 +19,28 @@ pub enum Tree {
     ImportTokens,
     /// The HSM's sealed object records.
     Hsm,
+    /// IAM identities, keyed by identity id bytes.
+    Identities,
+    /// IAM API keys (salted hashes only), keyed by API key id bytes.
+    ApiKeys,
+    /// IAM access policies, keyed by policy id bytes.
+    AccessPolicies,
+    /// Service-to-service authorizations, keyed by authorization id bytes.
+    Authorizations,
 }
 
 impl Tree {
     /// Every tree.
-    pub const ALL: [Tree; 4] = [Tree::Instances, Tree::Keys, Tree::ImportTokens, Tree::Hsm];
+    pub const ALL: [Tree; 8] = [
+        Tree::Instances,
+        Tree::Keys,
+        Tree::ImportTokens,
+        Tree::Hsm,
+        Tree::Identities,
+        Tree::ApiKeys,
+        Tree::AccessPolicies,
+        Tree::Authorizations,
+    ];
 
     /// The tree's name on disk.
     pub fn name(self) -> &'static str {
@@ -32,6 +49,10 @@ impl Tree {
             Tree::Keys => "keys",
             Tree::ImportTokens => "import_tokens",
             Tree::Hsm => "hsm",
+            Tree::Identities => "iam_identities",
+            Tree::ApiKeys => "iam_api_keys",
+            Tree::AccessPolicies => "iam_access_policies",
+            Tree::Authorizations => "iam_authorizations",
         }
     }
 }
