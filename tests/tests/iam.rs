@@ -319,7 +319,7 @@ async fn fixture(server: &TestServer) -> Fixture {
     let instance = server.instance().await;
     let root = server.root_key(&instance).await;
     let victim = server.root_key(&instance).await;
-    let ciphertext = wrap(&server, kmsim_tests::DEV_TOKEN, &root.crn)
+    let ciphertext = wrap(server, kmsim_tests::DEV_TOKEN, &root.crn)
         .await
         .unwrap();
     Fixture {
