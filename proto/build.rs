@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "kmsim/v1/key.proto",
         "kmsim/v1/simulator.proto",
         "kmsim/v1/hsm.proto",
+        "kmsim/v1/iam.proto",
         // Only for reflection: tonic-types provides the Rust types of these messages.
         "google/rpc/error_details.proto",
     ]

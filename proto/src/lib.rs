@@ -33,6 +33,7 @@ mod tests {
         assert!(services.contains(&"KeyService".to_owned()));
         assert!(services.contains(&"SimulatorService".to_owned()));
         assert!(services.contains(&"HsmService".to_owned()));
+        assert!(services.contains(&"IamService".to_owned()));
     }
 
     #[test]

@@ -17,25 +17,34 @@ const INSTANCES: usize = 4;
 const KEYS_PER_INSTANCE: usize = 25;
 
 fn populate(kms: &Kms) {
+    // The development token acts as the bootstrap admin (`Config::ephemeral` accepts it).
+    let dev = format!("Bearer {}", kmsim_server::auth::DEV_TOKEN);
+    let who = kms.authenticate(Some(dev.as_bytes())).unwrap();
     for i in 0..INSTANCES {
         let instance = kms
-            .create_instance(NewInstance {
-                name: format!("bench {i}"),
-                flavor: Flavor::KeyProtect,
-                region: None,
-                account: None,
-            })
+            .create_instance(
+                &who,
+                NewInstance {
+                    name: format!("bench {i}"),
+                    flavor: Flavor::KeyProtect,
+                    region: None,
+                    account: None,
+                },
+            )
             .unwrap();
         for k in 0..KEYS_PER_INSTANCE {
-            kms.create_key(NewKey {
-                instance: InstanceRef::Id(instance.id),
-                name: format!("key {k}"),
-                description: String::new(),
-                kind: KeyKind::Root,
-                expiration_time: None,
-                aliases: Vec::new(),
-                material: Material::Generate(32),
-            })
+            kms.create_key(
+                &who,
+                NewKey {
+                    instance: InstanceRef::Id(instance.id),
+                    name: format!("key {k}"),
+                    description: String::new(),
+                    kind: KeyKind::Root,
+                    expiration_time: None,
+                    aliases: Vec::new(),
+                    material: Material::Generate(32),
+                },
+            )
             .unwrap();
         }
     }

@@ -65,7 +65,8 @@ pub struct ServeArgs {
     #[arg(long, env = "KMSIM_DATA_DIR", default_value = "kmsim-data")]
     pub data_dir: PathBuf,
     /// Development mode: creates (or reuses) a random HSM master key and HSM PINs in the data
-    /// directory, in plaintext. Never use it for anything but tests.
+    /// directory, in plaintext, and accepts the fixed bearer token `kmsim-dev-token` as the
+    /// admin. Never use it for anything but tests.
     #[arg(long, env = "KMSIM_DEV")]
     pub dev: bool,
     /// File holding the HSM master key as 64 hex digits ("keep your own key"). Required
@@ -122,11 +123,14 @@ pub struct Config {
     pub clock: Arc<dyn Clock>,
     /// Defaults for requests that leave values out.
     pub defaults: Defaults,
+    /// Whether the fixed development token ([`crate::auth::DEV_TOKEN`]) is accepted as the
+    /// bootstrap admin (`--dev`, and every ephemeral configuration).
+    pub dev_token: bool,
 }
 
 impl Config {
-    /// A configuration for tests: temporary storage, a random master key and PINs, and the
-    /// given clock.
+    /// A configuration for tests: temporary storage, a random master key and PINs, the given
+    /// clock, and the development token accepted.
     pub fn ephemeral(clock: Arc<dyn Clock>) -> Self {
         Self {
             storage: Storage::Temporary,
@@ -135,6 +139,7 @@ impl Config {
             hsm: HsmConfig::default(),
             clock,
             defaults: default_defaults(),
+            dev_token: true,
         }
     }
 
@@ -147,6 +152,7 @@ impl Config {
             hsm: HsmConfig::default(),
             clock: Arc::new(SystemClock),
             defaults: default_defaults(),
+            dev_token: false,
         }
     }
 }
@@ -156,7 +162,6 @@ fn default_defaults() -> Defaults {
         // Both literals satisfy the label rules of `Region` and `AccountId`.
         region: "us-south".parse().unwrap_or_else(|_| unreachable!()),
         account: "kmsim".parse().unwrap_or_else(|_| unreachable!()),
-        operator: "kmsim-operator".to_owned(),
     }
 }
 
@@ -253,6 +258,7 @@ impl ServeArgs {
             (key, credentials)
         };
         let mut config = Config::persistent(self.data_dir.clone(), master_key, credentials);
+        config.dev_token = self.dev;
         config.defaults.region = self
             .region
             .parse()

@@ -8,6 +8,8 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::auth::AuthFailure;
+use crate::kms::iam::Role;
 use crate::kms::ids::{InstanceId, KeyId, ParseError};
 use crate::kms::state::KeyState;
 use crate::store::StoreError;
@@ -73,6 +75,18 @@ pub enum FieldProblem {
     /// A name that is not one of the HSM's self-tests.
     #[error("is not the name of an HSM self-test")]
     UnknownSelfTest,
+    /// An identity that must be a user is a service identity.
+    #[error("must name a user identity (service identities act through authorizations)")]
+    NotAUser,
+    /// A role that does not fit the scope: `ROLE_ADMINISTRATOR` alone and without an
+    /// instance, every other role with one.
+    #[error(
+        "ROLE_ADMINISTRATOR must be the only role and have no instance; other roles need an instance"
+    )]
+    RoleScope,
+    /// A role other than the one allowed.
+    #[error("only ROLE_READER is allowed")]
+    RoleNotAllowed,
 }
 
 /// Why a kmsim operation failed. Each variant maps to exactly one gRPC code and reason.
@@ -174,6 +188,27 @@ pub enum KmsError {
     /// A fault injected through `SimulatorService.InjectFault`.
     #[error("injected fault: {0:?}")]
     Injected(crate::faults::InjectedFailure),
+    /// The caller could not be authenticated: `UNAUTHENTICATED`.
+    #[error("{0}")]
+    Unauthenticated(AuthFailure),
+    /// The caller lacks the role the action needs: `PERMISSION_DENIED`.
+    #[error("the caller lacks the {} role this action needs on this resource", required.as_str())]
+    PermissionDenied {
+        /// The role the action needs.
+        required: Role,
+    },
+    /// No such IAM identity.
+    #[error("identity not found")]
+    IdentityNotFound,
+    /// No such API key.
+    #[error("API key not found")]
+    ApiKeyNotFound,
+    /// No such access policy.
+    #[error("access policy not found")]
+    PolicyNotFound,
+    /// No such service-to-service authorization.
+    #[error("authorization not found")]
+    AuthorizationNotFound,
     /// The HSM refused or failed the operation.
     #[error("HSM failure: {0}")]
     Hsm(#[from] sim_hsm::HsmError),
@@ -236,6 +271,15 @@ impl KmsError {
                 (Code::FailedPrecondition, "KEY_MATERIAL_DESTROYED_ERR", 410)
             }
             Self::Injected(failure) => classify_injected(*failure),
+            Self::Unauthenticated(AuthFailure::Malformed) => {
+                (Code::Unauthenticated, "BEARER_SUB_EXTRACTION_ERR", 400)
+            }
+            Self::Unauthenticated(_) => (Code::Unauthenticated, "UNAUTHORIZED_ERR", 401),
+            Self::PermissionDenied { .. } => (Code::PermissionDenied, "UNAUTHORIZED_ERR", 403),
+            Self::IdentityNotFound => (Code::NotFound, "IDENTITY_NOT_FOUND_ERR", 404),
+            Self::ApiKeyNotFound => (Code::NotFound, "API_KEY_NOT_FOUND_ERR", 404),
+            Self::PolicyNotFound => (Code::NotFound, "POLICY_NOT_FOUND_ERR", 404),
+            Self::AuthorizationNotFound => (Code::NotFound, "AUTHORIZATION_NOT_FOUND_ERR", 404),
             Self::Hsm(error) => classify_hsm(error),
             Self::Store(_) => (Code::Unavailable, "STORAGE_ERR", 503),
         }
@@ -316,6 +360,12 @@ impl From<KmsError> for Status {
                     _ => {}
                 }
             }
+            KmsError::Unauthenticated(failure) => {
+                metadata.insert("auth_failure".to_owned(), failure.as_str().to_owned());
+            }
+            KmsError::PermissionDenied { required } => {
+                metadata.insert("required_role".to_owned(), required.as_str().to_owned());
+            }
             KmsError::KeyNotFound
             | KmsError::KeyExpired
             | KmsError::UnprocessableCiphertext
@@ -331,6 +381,10 @@ impl From<KmsError> for Status {
             | KmsError::IncorrectNonceIv
             | KmsError::ClockNotSimulated
             | KmsError::ClockBackwards
+            | KmsError::IdentityNotFound
+            | KmsError::ApiKeyNotFound
+            | KmsError::PolicyNotFound
+            | KmsError::AuthorizationNotFound
             | KmsError::Store(_) => {}
         }
         details.set_error_info(reason, ERROR_DOMAIN, metadata);

@@ -5,9 +5,12 @@
 //! future completes, so tests bind `127.0.0.1:0` and run the real server in-process. The
 //! `kmsim` binary is a thin wrapper around it.
 //!
-//! Layout: `grpc` (the edge: parse, call, map), `kms` (the domain), `error` (every failure
-//! and its one mapping to a gRPC status), `store` (durable state), `clock`, `config`.
+//! Layout: `grpc` (the edge: parse, call, map), `auth` (bearer tokens and the layer that
+//! authenticates every call), `kms` (the domain, including every permission check in
+//! `kms::iam`), `error` (every failure and its one mapping to a gRPC status), `store`
+//! (durable state), `clock`, `config`.
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -21,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kmsim_proto::v1::hsm_service_server::HsmServiceServer;
+use kmsim_proto::v1::iam_service_server::IamServiceServer;
 use kmsim_proto::v1::instance_service_server::InstanceServiceServer;
 use kmsim_proto::v1::key_service_server::KeyServiceServer;
 use kmsim_proto::v1::simulator_service_server::SimulatorServiceServer;
@@ -53,13 +57,26 @@ pub enum ServeError {
     /// The transport failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The bootstrap admin's API key could not be written (nothing was created).
+    #[error("cannot write the admin API key file {path}: {source}")]
+    AdminKeyFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
 }
+
+/// The file, in the data directory, that receives the bootstrap admin's API key.
+pub const ADMIN_KEY_FILE: &str = "admin-api-key";
 
 /// How often health is re-evaluated, and the longest the scheduler sleeps.
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Opens the store, starts the HSM with the configured master key, loads the KMS state and
-/// returns the domain, ready to serve.
+/// returns the domain, ready to serve. On first start it creates the bootstrap admin and, for
+/// a data directory, writes its API key to `<data-dir>/admin-api-key` (mode 0600); with
+/// temporary storage the admin is reachable only through the development token.
 pub fn open(config: &Config) -> Result<Arc<Kms>, ServeError> {
     let store: Arc<dyn Store> = match &config.storage {
         Storage::Directory(dir) => Arc::new(SledStore::open(&dir.join("db"))?),
@@ -77,7 +94,41 @@ pub fn open(config: &Config) -> Result<Arc<Kms>, ServeError> {
         Arc::clone(&config.clock),
         config.credentials.clone(),
         config.defaults.clone(),
+        config.dev_token,
     )?;
+    let key_file = match &config.storage {
+        Storage::Directory(dir) => Some(dir.join(ADMIN_KEY_FILE)),
+        Storage::Temporary => None,
+    };
+    let created = kms
+        .bootstrap_admin(|secret| match &key_file {
+            Some(path) => {
+                // A file left by a start that failed before committing holds a key that was
+                // never stored: replace it.
+                match std::fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(error),
+                }
+                config::write_private(path, format!("{secret}\n").as_bytes())
+            }
+            None => Ok(()),
+        })
+        .map_err(|source| ServeError::AdminKeyFile {
+            path: key_file.clone().unwrap_or_default(),
+            source,
+        })?;
+    if created {
+        match &key_file {
+            Some(path) => tracing::info!(
+                path = %path.display(),
+                "created the bootstrap admin identity; its API key is in this file (exchange it with IamService/CreateToken)"
+            ),
+            None => tracing::info!(
+                "created the bootstrap admin identity (temporary storage: use the development token)"
+            ),
+        }
+    }
     Ok(Arc::new(kms))
 }
 
@@ -123,6 +174,8 @@ pub async fn serve_kms(
     let timer_task = tokio::spawn(run_timers(Arc::clone(&kms), stopped));
 
     let result = tonic::transport::Server::builder()
+        // Authentication first: an unauthenticated call never reaches the fault rules.
+        .layer(auth::layer::AuthLayer::new(Arc::clone(&kms)))
         .layer(faults::layer::FaultLayer::new(Arc::clone(kms.faults())))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -139,6 +192,7 @@ pub async fn serve_kms(
         .add_service(HsmServiceServer::new(grpc::hsm::HsmAdmin::new(Arc::clone(
             &kms,
         ))))
+        .add_service(IamServiceServer::new(grpc::iam::Iam::new(Arc::clone(&kms))))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     let _ = stop_background.send(true);
@@ -160,6 +214,7 @@ async fn watch_health(
         "kmsim.v1.KeyService",
         "kmsim.v1.SimulatorService",
         "kmsim.v1.HsmService",
+        "kmsim.v1.IamService",
     ];
     let mut last = None;
     loop {

@@ -1,11 +1,13 @@
-//! The real `kmsim` binary as a process: durability across SIGKILL, and no key plaintext
-//! anywhere in the data directory.
+//! The real `kmsim` binary as a process: durability across SIGKILL, no key plaintext
+//! anywhere in the data directory, and the bootstrap admin (API key file, development token
+//! only with --dev, no secret in the log).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kmsim_proto::v1 as pb;
@@ -16,6 +18,8 @@ use tonic::transport::Channel;
 struct Server {
     child: Child,
     endpoint: String,
+    /// Every log line so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for Server {
@@ -26,12 +30,25 @@ impl Drop for Server {
     }
 }
 
+/// Adds the development token to every request.
+fn dev_token(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer kmsim-dev-token".parse().unwrap());
+    Ok(request)
+}
+
 /// Starts `kmsim serve --dev` on an ephemeral port over `dir` and waits for its address.
 fn start(dir: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kmsim"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kmsim"));
+    command.args(["serve", "--dev"]);
+    start_command(command, dir)
+}
+
+/// Starts `kmsim serve <flags already in command>` over `dir`.
+fn start_command(mut command: Command, dir: &Path) -> Server {
+    let mut child = command
         .args([
-            "serve",
-            "--dev",
             "--listen",
             "127.0.0.1:0",
             "--log-format",
@@ -46,10 +63,13 @@ fn start(dir: &Path) -> Server {
         .expect("the kmsim binary starts");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let lines = Arc::clone(&log);
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
+            lines.lock().unwrap().push(line.clone());
             if !sent && line.contains("kmsim listening") {
                 let value: serde_json::Value = serde_json::from_str(&line).unwrap();
                 let address = value["fields"]["address"].as_str().unwrap().to_owned();
@@ -64,7 +84,25 @@ fn start(dir: &Path) -> Server {
     Server {
         child,
         endpoint: format!("http://{address}"),
+        log,
     }
+}
+
+/// Waits until a log line contains `needle`.
+fn wait_for_log(server: &Server, needle: &str) {
+    for _ in 0..600 {
+        if server
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(needle))
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the server never logged {needle:?}");
 }
 
 async fn channel(endpoint: &str) -> Channel {
@@ -87,7 +125,7 @@ async fn every_acknowledged_key_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = start(dir.path());
     let channel = channel(&server.endpoint).await;
-    let instance = InstanceServiceClient::new(channel.clone())
+    let instance = InstanceServiceClient::with_interceptor(channel.clone(), dev_token)
         .create_instance(pb::CreateInstanceRequest {
             name: "durable".into(),
             ..Default::default()
@@ -105,7 +143,7 @@ async fn every_acknowledged_key_survives_sigkill() {
         let channel = channel.clone();
         let instance = instance.clone();
         tokio::spawn(async move {
-            let mut keys = KeyServiceClient::new(channel);
+            let mut keys = KeyServiceClient::with_interceptor(channel, dev_token);
             for n in 0.. {
                 let created = keys
                     .create_key(pb::CreateKeyRequest {
@@ -158,7 +196,8 @@ async fn every_acknowledged_key_survives_sigkill() {
     }
 
     let mut server = start(dir.path());
-    let mut keys = KeyServiceClient::new(channel_retry(&server.endpoint).await);
+    let mut keys =
+        KeyServiceClient::with_interceptor(channel_retry(&server.endpoint).await, dev_token);
     for item in &acknowledged {
         let key = keys
             .get_key(pb::GetKeyRequest {
@@ -217,7 +256,7 @@ async fn no_key_plaintext_anywhere_in_the_data_directory() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = start(dir.path());
     let channel = channel(&server.endpoint).await;
-    let instance = InstanceServiceClient::new(channel.clone())
+    let instance = InstanceServiceClient::with_interceptor(channel.clone(), dev_token)
         .create_instance(pb::CreateInstanceRequest {
             name: "scan".into(),
             ..Default::default()
@@ -228,7 +267,7 @@ async fn no_key_plaintext_anywhere_in_the_data_directory() {
         .instance
         .unwrap()
         .id;
-    let mut keys = KeyServiceClient::new(channel);
+    let mut keys = KeyServiceClient::with_interceptor(channel, dev_token);
     let mut secrets: Vec<Vec<u8>> = Vec::new();
     for n in 0u8..6 {
         // Distinctive imported material for root and standard keys.
@@ -304,11 +343,114 @@ async fn no_key_plaintext_anywhere_in_the_data_directory() {
     assert!(scanned > 0);
 }
 
+/// Without --dev: the first start creates the bootstrap admin and writes its API key to
+/// `<data-dir>/admin-api-key` (mode 0600), logs the path but never the key; the key exchanges
+/// for a working token; the development token is refused; a restart keeps the same admin.
+#[tokio::test]
+async fn bootstrap_admin_key_file_without_dev() {
+    use pb::iam_service_client::IamServiceClient;
+    use tonic_types::StatusExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let master = dir.path().join("master.key");
+    std::fs::write(&master, "11".repeat(32)).unwrap();
+    let data = dir.path().join("data");
+    let launch = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kmsim"));
+        command
+            .args(["serve", "--master-key-file"])
+            .arg(&master)
+            .env("KMSIM_HSM_SO_PIN", "so-pin-for-tests")
+            .env("KMSIM_HSM_USER_PIN", "user-pin-for-tests");
+        start_command(command, &data)
+    };
+    let mut server = launch();
+    wait_for_log(&server, "created the bootstrap admin identity");
+    let key_file = data.join("admin-api-key");
+    let api_key = std::fs::read_to_string(&key_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(!api_key.is_empty());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the admin key file is private");
+    }
+
+    let channel = channel(&server.endpoint).await;
+    // The development token is refused without --dev.
+    let refused = InstanceServiceClient::with_interceptor(channel.clone(), dev_token)
+        .list_instances(pb::ListInstancesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    assert_eq!(
+        refused.get_error_details().error_info().unwrap().reason,
+        "UNAUTHORIZED_ERR"
+    );
+
+    // The admin API key exchanges for a token that works.
+    let token = IamServiceClient::new(channel.clone())
+        .create_token(pb::CreateTokenRequest {
+            api_key: api_key.clone(),
+            expires_in_seconds: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let header: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+    let with_token = move |mut request: tonic::Request<()>| {
+        request
+            .metadata_mut()
+            .insert("authorization", header.clone());
+        Ok(request)
+    };
+    InstanceServiceClient::with_interceptor(channel.clone(), with_token.clone())
+        .create_instance(pb::CreateInstanceRequest {
+            name: "bootstrap".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains(key_file.to_str().unwrap()),
+        "the log names the file"
+    );
+    assert!(!log.contains(&api_key), "the API key is never logged");
+    assert!(!log.contains(&token), "the token is never logged");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    // A restart keeps the admin (the same key still works) and does not rewrite the file.
+    let mut server = launch();
+    let channel = channel_retry(&server.endpoint).await;
+    IamServiceClient::new(channel)
+        .create_token(pb::CreateTokenRequest {
+            api_key: api_key.clone(),
+            expires_in_seconds: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&key_file).unwrap().trim(),
+        api_key,
+        "the key file is written once"
+    );
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
 #[tokio::test]
 async fn sigterm_shuts_down_gracefully_and_keeps_state() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = start(dir.path());
-    let mut instances = InstanceServiceClient::new(channel(&server.endpoint).await);
+    let server = start(dir.path());
+    let mut instances =
+        InstanceServiceClient::with_interceptor(channel(&server.endpoint).await, dev_token);
     let created = instances
         .create_instance(pb::CreateInstanceRequest {
             name: "graceful".into(),
@@ -326,14 +468,16 @@ async fn sigterm_shuts_down_gracefully_and_keeps_state() {
     assert!(status.success());
     // Keep the client's connection open (and serviced) while the server shuts down: the
     // server must still exit, after at most its grace period.
+    let mut server = server;
     let exit = tokio::task::spawn_blocking(move || server.child.wait().unwrap())
         .await
         .unwrap();
     assert!(exit.success(), "kmsim exits 0 on SIGTERM, got {exit:?}");
     drop(instances);
 
-    let mut server = start(dir.path());
-    let mut instances = InstanceServiceClient::new(channel_retry(&server.endpoint).await);
+    let server = start(dir.path());
+    let mut instances =
+        InstanceServiceClient::with_interceptor(channel_retry(&server.endpoint).await, dev_token);
     let listed = instances
         .list_instances(pb::ListInstancesRequest::default())
         .await
@@ -341,6 +485,4 @@ async fn sigterm_shuts_down_gracefully_and_keeps_state() {
         .into_inner();
     assert_eq!(listed.instances.len(), 1);
     assert_eq!(listed.instances[0].id, created.id);
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
 }

@@ -1,6 +1,7 @@
 //! The cross-service test harness: starts the real kmsim server in-process on `127.0.0.1:0`
 //! with a simulated clock ([`TestServer`]), and offers the small assertions every scenario
-//! needs (the gRPC code and Key Protect reason of a failure).
+//! needs (the gRPC code and Key Protect reason of a failure). Its clients authenticate with
+//! the development token (the bootstrap admin) unless a test asks for another token.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,11 +10,13 @@ pub mod deployment;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kmsim_client::{AuthenticatedChannel, BearerAuth};
 use kmsim_proto::v1 as pb;
 use kmsim_server::Config;
 use kmsim_server::clock::{SimulatedClock, Timestamp};
 use kmsim_server::kms::Kms;
 use pb::hsm_service_client::HsmServiceClient;
+use pb::iam_service_client::IamServiceClient;
 use pb::instance_service_client::InstanceServiceClient;
 use pb::key_service_client::KeyServiceClient;
 use pb::simulator_service_client::SimulatorServiceClient;
@@ -92,24 +95,51 @@ impl TestServer {
         self.channel.clone()
     }
 
-    /// A KeyService client.
-    pub fn keys(&self) -> KeyServiceClient<Channel> {
-        KeyServiceClient::new(self.channel())
+    /// A KeyService client acting as the admin (development token).
+    pub fn keys(&self) -> KeyServiceClient<AuthenticatedChannel> {
+        self.keys_as(Some(DEV_TOKEN))
     }
 
-    /// An InstanceService client.
-    pub fn instances(&self) -> InstanceServiceClient<Channel> {
-        InstanceServiceClient::new(self.channel())
+    /// An InstanceService client acting as the admin (development token).
+    pub fn instances(&self) -> InstanceServiceClient<AuthenticatedChannel> {
+        self.instances_as(Some(DEV_TOKEN))
+    }
+
+    /// An IamService client acting as the admin (development token).
+    pub fn iam(&self) -> IamServiceClient<AuthenticatedChannel> {
+        self.iam_as(Some(DEV_TOKEN))
+    }
+
+    /// An interceptor sending `token` (none when `None`).
+    pub fn auth(token: Option<&str>) -> BearerAuth {
+        token.map_or_else(BearerAuth::default, |t| {
+            BearerAuth::new(t).expect("test tokens are visible ASCII")
+        })
+    }
+
+    /// A KeyService client sending `token`.
+    pub fn keys_as(&self, token: Option<&str>) -> KeyServiceClient<AuthenticatedChannel> {
+        KeyServiceClient::with_interceptor(self.channel(), Self::auth(token))
+    }
+
+    /// An InstanceService client sending `token`.
+    pub fn instances_as(&self, token: Option<&str>) -> InstanceServiceClient<AuthenticatedChannel> {
+        InstanceServiceClient::with_interceptor(self.channel(), Self::auth(token))
+    }
+
+    /// An IamService client sending `token`.
+    pub fn iam_as(&self, token: Option<&str>) -> IamServiceClient<AuthenticatedChannel> {
+        IamServiceClient::with_interceptor(self.channel(), Self::auth(token))
     }
 
     /// A SimulatorService client.
-    pub fn simulator(&self) -> SimulatorServiceClient<Channel> {
-        SimulatorServiceClient::new(self.channel())
+    pub fn simulator(&self) -> SimulatorServiceClient<AuthenticatedChannel> {
+        SimulatorServiceClient::with_interceptor(self.channel(), Self::auth(Some(DEV_TOKEN)))
     }
 
     /// An HsmService client.
-    pub fn hsm(&self) -> HsmServiceClient<Channel> {
-        HsmServiceClient::new(self.channel())
+    pub fn hsm(&self) -> HsmServiceClient<AuthenticatedChannel> {
+        HsmServiceClient::with_interceptor(self.channel(), Self::auth(Some(DEV_TOKEN)))
     }
 
     /// Advances the clock through `SimulatorService.AdvanceClock` (which fires every timer
@@ -167,9 +197,11 @@ impl TestServer {
             .unwrap()
     }
 
-    /// A typed client of the server.
+    /// A typed client of the server, acting as the admin (development token).
     pub fn client(&self) -> kmsim_client::KmsClient {
         kmsim_client::KmsClient::from_channel(self.channel())
+            .with_bearer_token(DEV_TOKEN)
+            .expect("the development token is visible ASCII")
     }
 
     /// Stops the server and waits for it to finish.
@@ -194,6 +226,9 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// The development token every harness client sends by default.
+pub const DEV_TOKEN: &str = kmsim_server::auth::DEV_TOKEN;
 
 /// `instances/{instance}/keys/{key}`.
 pub fn key_path(instance: &str, key: &str) -> String {

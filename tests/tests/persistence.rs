@@ -24,6 +24,7 @@ fn config(
         credentials.clone(),
     );
     config.clock = clock;
+    config.dev_token = true;
     config
 }
 

@@ -258,6 +258,7 @@ fn persistent(
         credentials.clone(),
     );
     config.clock = clock;
+    config.dev_token = true;
     config
 }
 
@@ -351,7 +352,16 @@ async fn reset_wipes_everything_and_leaves_a_working_server() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(status.initialized_tokens, 0, "HSM tokens are wiped");
+    assert_eq!(
+        status.initialized_tokens, 1,
+        "only IAM's new token survives the wipe"
+    );
+    assert!(
+        status
+            .slots
+            .iter()
+            .any(|s| s.initialized && s.label == "kmsim-iam")
+    );
     assert_eq!(status.state, pb::HsmState::Operational as i32);
     // The clock keeps its time.
     let now = server
@@ -395,5 +405,6 @@ async fn reset_wipes_everything_and_leaves_a_working_server() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(status.initialized_tokens, 1);
+    // The new instance's keystore and IAM's token.
+    assert_eq!(status.initialized_tokens, 2);
 }

@@ -82,8 +82,9 @@ fn count(n: usize) -> i32 {
 impl HsmService for HsmAdmin {
     async fn get_status(
         &self,
-        _request: Request<pb::GetStatusRequest>,
+        request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        crate::grpc::administrator(&self.kms, &request)?;
         let report = self.kms.hsm_status();
         let status = report.status;
         Ok(Response::new(pb::GetStatusResponse {
@@ -119,6 +120,7 @@ impl HsmService for HsmAdmin {
         &self,
         request: Request<pb::RunSelfTestsRequest>,
     ) -> Result<Response<pb::RunSelfTestsResponse>, Status> {
+        crate::grpc::administrator(&self.kms, &request)?;
         let fail = fail_test(&request.get_ref().fail_test)?;
         let after = blocking(&self.kms, move |kms| kms.run_self_tests(fail)).await?;
         Ok(Response::new(pb::RunSelfTestsResponse {
@@ -129,8 +131,9 @@ impl HsmService for HsmAdmin {
 
     async fn tamper(
         &self,
-        _request: Request<pb::TamperRequest>,
+        request: Request<pb::TamperRequest>,
     ) -> Result<Response<pb::TamperResponse>, Status> {
+        crate::grpc::administrator(&self.kms, &request)?;
         let destroyed = blocking(&self.kms, |kms| kms.wipe_hsm(WipeKind::Tamper)).await?;
         Ok(Response::new(pb::TamperResponse {
             keystores_destroyed: count(destroyed),
@@ -139,8 +142,9 @@ impl HsmService for HsmAdmin {
 
     async fn zeroize(
         &self,
-        _request: Request<pb::ZeroizeRequest>,
+        request: Request<pb::ZeroizeRequest>,
     ) -> Result<Response<pb::ZeroizeResponse>, Status> {
+        crate::grpc::administrator(&self.kms, &request)?;
         let destroyed = blocking(&self.kms, |kms| kms.wipe_hsm(WipeKind::Zeroize)).await?;
         Ok(Response::new(pb::ZeroizeResponse {
             keystores_destroyed: count(destroyed),

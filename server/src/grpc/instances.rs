@@ -7,7 +7,7 @@ use pb::instance_service_server::InstanceService;
 use tonic::{Request, Response, Status};
 
 use crate::error::{FieldProblem, KmsError};
-use crate::grpc::{blocking, page_size, page_token, parse, text};
+use crate::grpc::{blocking, caller, page_size, page_token, parse, text};
 use crate::kms::ids::{InstanceId, InstanceRef};
 use crate::kms::records::{Flavor, InstanceRecord};
 use crate::kms::{Kms, NewInstance};
@@ -68,6 +68,7 @@ impl InstanceService for Instances {
         &self,
         request: Request<pb::CreateInstanceRequest>,
     ) -> Result<Response<pb::CreateInstanceResponse>, Status> {
+        let who = caller(&request)?;
         let request = request.into_inner();
         let new = NewInstance {
             name: text("name", &request.name, 1, 90)?,
@@ -75,7 +76,7 @@ impl InstanceService for Instances {
             region: optional("region", &request.region)?,
             account: optional("account_id", &request.account_id)?,
         };
-        let record = blocking(&self.kms, move |kms| kms.create_instance(new)).await?;
+        let record = blocking(&self.kms, move |kms| kms.create_instance(&who, new)).await?;
         Ok(Response::new(pb::CreateInstanceResponse {
             instance: Some(to_proto(&record)),
         }))
@@ -85,8 +86,9 @@ impl InstanceService for Instances {
         &self,
         request: Request<pb::GetInstanceRequest>,
     ) -> Result<Response<pb::GetInstanceResponse>, Status> {
+        let who = caller(&request)?;
         let reference: InstanceRef = parse("instance", &request.get_ref().instance)?;
-        let record = self.kms.get_instance(&reference)?;
+        let record = self.kms.get_instance(&who, &reference)?;
         Ok(Response::new(pb::GetInstanceResponse {
             instance: Some(to_proto(&record)),
         }))
@@ -96,11 +98,12 @@ impl InstanceService for Instances {
         &self,
         request: Request<pb::ListInstancesRequest>,
     ) -> Result<Response<pb::ListInstancesResponse>, Status> {
+        let who = caller(&request)?;
         let request = request.into_inner();
         let size = page_size("page_size", request.page_size, 100, 1000)?;
         let after =
             page_token::decode(&request.page_token)?.map(|(t, id)| (t, InstanceId::from_uuid(id)));
-        let page = self.kms.list_instances(size, after);
+        let page = self.kms.list_instances(&who, size, after)?;
         let next_page_token = match (page.more, page.items.last()) {
             (true, Some(last)) => {
                 page_token::encode(last.create_time.as_millis(), last.id.as_bytes())
@@ -118,10 +121,11 @@ impl InstanceService for Instances {
         &self,
         request: Request<pb::DeleteInstanceRequest>,
     ) -> Result<Response<pb::DeleteInstanceResponse>, Status> {
+        let who = caller(&request)?;
         let request = request.into_inner();
         let reference: InstanceRef = parse("instance", &request.instance)?;
         blocking(&self.kms, move |kms| {
-            kms.delete_instance(&reference, request.force)
+            kms.delete_instance(&who, &reference, request.force)
         })
         .await?;
         Ok(Response::new(pb::DeleteInstanceResponse {}))

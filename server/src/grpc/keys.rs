@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use crate::clock::Timestamp;
 use crate::error::{FieldProblem, KmsError};
-use crate::grpc::{blocking, page_size, page_token, parse, text};
+use crate::grpc::{blocking, caller, page_size, page_token, parse, text};
 use crate::kms::ids::{Alias, InstanceRef, KeyId, KeyRef};
 use crate::kms::keys::KeySearch;
 use crate::kms::keystore::SecureImportInput;
@@ -189,6 +189,7 @@ impl KeyService for Keys {
         &self,
         request: Request<pb::CreateKeyRequest>,
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
+        let who = caller(&request)?;
         let request = request.into_inner();
         let kind = match pb::KeyType::try_from(request.r#type) {
             Ok(pb::KeyType::Root) => KeyKind::Root,
@@ -234,7 +235,7 @@ impl KeyService for Keys {
             aliases,
             material,
         };
-        let view = blocking(&self.kms, move |kms| kms.create_key(new)).await?;
+        let view = blocking(&self.kms, move |kms| kms.create_key(&who, new)).await?;
         Ok(Response::new(pb::CreateKeyResponse {
             key: Some(key_to_proto(&view)),
         }))
@@ -244,8 +245,9 @@ impl KeyService for Keys {
         &self,
         request: Request<pb::GetKeyRequest>,
     ) -> Result<Response<pb::GetKeyResponse>, Status> {
+        let who = caller(&request)?;
         let key = key_ref(&request.get_ref().key)?;
-        let view = self.kms.get_key(&key)?;
+        let view = self.kms.get_key(&who, &key)?;
         Ok(Response::new(pb::GetKeyResponse {
             key: Some(key_to_proto(&view)),
         }))
@@ -255,6 +257,7 @@ impl KeyService for Keys {
         &self,
         request: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        let who = caller(&request)?;
         let request = request.into_inner();
         let states = request
             .states
@@ -286,7 +289,7 @@ impl KeyService for Keys {
             extractable: request.extractable,
             search,
         };
-        let page = self.kms.list_keys(&query)?;
+        let page = self.kms.list_keys(&who, &query)?;
         let next_page_token = match (page.more, page.items.last()) {
             (true, Some(last)) => page_token::encode(
                 last.record.create_time.as_millis(),
@@ -305,6 +308,7 @@ impl KeyService for Keys {
         &self,
         request: Request<pb::WrapKeyRequest>,
     ) -> Result<Response<pb::WrapKeyResponse>, Status> {
+        let who = caller(&request)?;
         let request = request.into_inner();
         let key = key_ref(&request.key)?;
         if request.plaintext.len() > MAX_WRAP_PLAINTEXT {
@@ -312,7 +316,7 @@ impl KeyService for Keys {
         }
         let plaintext = (!request.plaintext.is_empty()).then(|| Zeroizing::new(request.plaintext));
         let aad = aad(request.aad)?;
-        let result = self.kms.wrap(&key, plaintext, &aad)?;
+        let result = self.kms.wrap(&who, &key, plaintext, &aad)?;
         Ok(Response::new(pb::WrapKeyResponse {
             ciphertext: result.ciphertext,
             plaintext: result.generated.map(|p| p.to_vec()).unwrap_or_default(),
@@ -324,12 +328,13 @@ impl KeyService for Keys {
         &self,
         request: Request<pb::UnwrapKeyRequest>,
     ) -> Result<Response<pb::UnwrapKeyResponse>, Status> {
+        let who = caller(&request)?;
         let request = request.into_inner();
         let key = key_ref(&request.key)?;
         let aad = aad(request.aad)?;
         let result = self
             .kms
-            .unwrap(&key, ciphertext(&request.ciphertext)?, &aad)?;
+            .unwrap(&who, &key, ciphertext(&request.ciphertext)?, &aad)?;
         let (rewrapped_ciphertext, rewrapped_key_version) = match result.rewrapped {
             Some((bytes, version)) => (bytes, Some(version_to_proto(&version))),
             None => (Vec::new(), None),
@@ -346,12 +351,13 @@ impl KeyService for Keys {
         &self,
         request: Request<pb::RewrapKeyRequest>,
     ) -> Result<Response<pb::RewrapKeyResponse>, Status> {
+        let who = caller(&request)?;
         let request = request.into_inner();
         let key = key_ref(&request.key)?;
         let aad = aad(request.aad)?;
         let result = self
             .kms
-            .rewrap(&key, ciphertext(&request.ciphertext)?, &aad)?;
+            .rewrap(&who, &key, ciphertext(&request.ciphertext)?, &aad)?;
         Ok(Response::new(pb::RewrapKeyResponse {
             ciphertext: result.ciphertext,
             key_version: Some(version_to_proto(&result.version)),
@@ -363,6 +369,7 @@ impl KeyService for Keys {
         &self,
         request: Request<pb::RotateKeyRequest>,
     ) -> Result<Response<pb::RotateKeyResponse>, Status> {
+        let who = caller(&request)?;
         let request = request.into_inner();
         let key = key_ref(&request.key)?;
         let material = match request.material {
@@ -374,7 +381,7 @@ impl KeyService for Keys {
                 Some(Material::Secure(secure_import(input)?))
             }
         };
-        let view = blocking(&self.kms, move |kms| kms.rotate_key(&key, material)).await?;
+        let view = blocking(&self.kms, move |kms| kms.rotate_key(&who, &key, material)).await?;
         Ok(Response::new(pb::RotateKeyResponse {
             key: Some(key_to_proto(&view)),
         }))
@@ -384,11 +391,12 @@ impl KeyService for Keys {
         &self,
         request: Request<pb::ListKeyVersionsRequest>,
     ) -> Result<Response<pb::ListKeyVersionsResponse>, Status> {
+        let who = caller(&request)?;
         let request = request.into_inner();
         let key = key_ref(&request.key)?;
         let size = page_size("page_size", request.page_size, 200, 1000)?;
         let after = page_token::decode(&request.page_token)?;
-        let versions = self.kms.list_key_versions(&key)?;
+        let versions = self.kms.list_key_versions(&who, &key)?;
         let total = versions.len();
         let mut page: Vec<&VersionRecord> = versions
             .iter()
@@ -415,8 +423,9 @@ impl KeyService for Keys {
         &self,
         request: Request<pb::DisableKeyRequest>,
     ) -> Result<Response<pb::DisableKeyResponse>, Status> {
+        let who = caller(&request)?;
         let key = key_ref(&request.get_ref().key)?;
-        let view = blocking(&self.kms, move |kms| kms.disable_key(&key)).await?;
+        let view = blocking(&self.kms, move |kms| kms.disable_key(&who, &key)).await?;
         Ok(Response::new(pb::DisableKeyResponse {
             key: Some(key_to_proto(&view)),
         }))
@@ -426,8 +435,9 @@ impl KeyService for Keys {
         &self,
         request: Request<pb::EnableKeyRequest>,
     ) -> Result<Response<pb::EnableKeyResponse>, Status> {
+        let who = caller(&request)?;
         let key = key_ref(&request.get_ref().key)?;
-        let view = blocking(&self.kms, move |kms| kms.enable_key(&key)).await?;
+        let view = blocking(&self.kms, move |kms| kms.enable_key(&who, &key)).await?;
         Ok(Response::new(pb::EnableKeyResponse {
             key: Some(key_to_proto(&view)),
         }))
@@ -437,9 +447,13 @@ impl KeyService for Keys {
         &self,
         request: Request<pb::DeleteKeyRequest>,
     ) -> Result<Response<pb::DeleteKeyResponse>, Status> {
+        let who = caller(&request)?;
         let request = request.into_inner();
         let key = key_ref(&request.key)?;
-        let view = blocking(&self.kms, move |kms| kms.delete_key(&key, request.force)).await?;
+        let view = blocking(&self.kms, move |kms| {
+            kms.delete_key(&who, &key, request.force)
+        })
+        .await?;
         Ok(Response::new(pb::DeleteKeyResponse {
             key: Some(key_to_proto(&view)),
         }))
@@ -449,8 +463,9 @@ impl KeyService for Keys {
         &self,
         request: Request<pb::RestoreKeyRequest>,
     ) -> Result<Response<pb::RestoreKeyResponse>, Status> {
+        let who = caller(&request)?;
         let key = key_ref(&request.get_ref().key)?;
-        let view = blocking(&self.kms, move |kms| kms.restore_key(&key)).await?;
+        let view = blocking(&self.kms, move |kms| kms.restore_key(&who, &key)).await?;
         Ok(Response::new(pb::RestoreKeyResponse {
             key: Some(key_to_proto(&view)),
         }))
@@ -460,8 +475,9 @@ impl KeyService for Keys {
         &self,
         request: Request<pb::PurgeKeyRequest>,
     ) -> Result<Response<pb::PurgeKeyResponse>, Status> {
+        let who = caller(&request)?;
         let key = key_ref(&request.get_ref().key)?;
-        let view = blocking(&self.kms, move |kms| kms.purge_key(&key)).await?;
+        let view = blocking(&self.kms, move |kms| kms.purge_key(&who, &key)).await?;
         Ok(Response::new(pb::PurgeKeyResponse {
             key: Some(key_to_proto(&view)),
         }))
@@ -471,11 +487,14 @@ impl KeyService for Keys {
         &self,
         request: Request<pb::CreateKeyAliasRequest>,
     ) -> Result<Response<pb::CreateKeyAliasResponse>, Status> {
+        let who = caller(&request)?;
         let request = request.into_inner();
         let key = key_ref(&request.key)?;
         let alias: Alias = parse("alias", &request.alias)?;
-        let (key_id, record) =
-            blocking(&self.kms, move |kms| kms.create_key_alias(&key, alias)).await?;
+        let (key_id, record) = blocking(&self.kms, move |kms| {
+            kms.create_key_alias(&who, &key, alias)
+        })
+        .await?;
         Ok(Response::new(pb::CreateKeyAliasResponse {
             alias: Some(pb::KeyAlias {
                 alias: record.alias.to_string(),
@@ -489,10 +508,14 @@ impl KeyService for Keys {
         &self,
         request: Request<pb::DeleteKeyAliasRequest>,
     ) -> Result<Response<pb::DeleteKeyAliasResponse>, Status> {
+        let who = caller(&request)?;
         let request = request.into_inner();
         let key = key_ref(&request.key)?;
         let alias: Alias = parse("alias", &request.alias)?;
-        blocking(&self.kms, move |kms| kms.delete_key_alias(&key, &alias)).await?;
+        blocking(&self.kms, move |kms| {
+            kms.delete_key_alias(&who, &key, &alias)
+        })
+        .await?;
         Ok(Response::new(pb::DeleteKeyAliasResponse {}))
     }
 
@@ -500,6 +523,7 @@ impl KeyService for Keys {
         &self,
         request: Request<pb::CreateImportTokenRequest>,
     ) -> Result<Response<pb::CreateImportTokenResponse>, Status> {
+        let who = caller(&request)?;
         let request = request.into_inner();
         let instance: InstanceRef = parse("instance", &request.instance)?;
         let seconds = match request.expiration_seconds {
@@ -521,7 +545,7 @@ impl KeyService for Keys {
         let lifetime = Duration::from_secs(u64::try_from(seconds).unwrap_or(600));
         let retrievals = u32::try_from(retrievals).unwrap_or(1);
         let view = blocking(&self.kms, move |kms| {
-            kms.create_import_token(&instance, lifetime, retrievals)
+            kms.create_import_token(&who, &instance, lifetime, retrievals)
         })
         .await?;
         Ok(Response::new(pb::CreateImportTokenResponse {
@@ -533,8 +557,9 @@ impl KeyService for Keys {
         &self,
         request: Request<pb::GetImportTokenRequest>,
     ) -> Result<Response<pb::GetImportTokenResponse>, Status> {
+        let who = caller(&request)?;
         let instance: InstanceRef = parse("instance", &request.get_ref().instance)?;
-        let view = blocking(&self.kms, move |kms| kms.get_import_token(&instance)).await?;
+        let view = blocking(&self.kms, move |kms| kms.get_import_token(&who, &instance)).await?;
         Ok(Response::new(pb::GetImportTokenResponse {
             token: Some(token_to_proto(&view)),
         }))

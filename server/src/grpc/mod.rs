@@ -3,6 +3,7 @@
 //! one mapping in `error`) back to protobuf. Nothing below this module knows protobuf.
 
 pub mod hsm;
+pub mod iam;
 pub mod instances;
 pub mod keys;
 pub mod simulator;
@@ -10,8 +11,9 @@ pub mod simulator;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use tonic::Status;
+use tonic::{Request, Status};
 
+use crate::auth::{AuthFailure, Identity};
 use crate::error::{FieldProblem, KmsError};
 use crate::kms::Kms;
 use crate::kms::ids::ParseError;
@@ -27,6 +29,16 @@ pub(crate) fn parse<T: FromStr<Err = ParseError>>(
     value
         .parse()
         .map_err(|error| KmsError::malformed(field, error))
+}
+
+/// The caller the auth layer put into the request's extensions. A request without one never
+/// passed the layer: it is refused as unauthenticated rather than served.
+pub(crate) fn caller<T>(request: &Request<T>) -> Result<Identity, Status> {
+    request
+        .extensions()
+        .get::<Identity>()
+        .copied()
+        .ok_or_else(|| KmsError::Unauthenticated(AuthFailure::Missing).into())
 }
 
 /// Runs a domain call that writes to the store on the blocking pool, so a flush never stalls
@@ -105,4 +117,11 @@ pub(crate) fn text(
     } else {
         Ok(value.to_owned())
     }
+}
+
+/// Checks that the caller of `request` is an administrator (simulator and HSM administration).
+pub(crate) fn administrator<T>(kms: &Kms, request: &Request<T>) -> Result<(), Status> {
+    let who = caller(request)?;
+    kms.authorize(&who, None, crate::kms::iam::Action::Administer)
+        .map_err(Status::from)
 }

@@ -192,8 +192,9 @@ fn fired(moved: &ClockMove) -> i32 {
 impl SimulatorService for Simulator {
     async fn get_time(
         &self,
-        _request: Request<pb::GetTimeRequest>,
+        request: Request<pb::GetTimeRequest>,
     ) -> Result<Response<pb::GetTimeResponse>, Status> {
+        crate::grpc::administrator(&self.kms, &request)?;
         let reading = self.kms.clock_reading();
         let clock = if reading.simulated {
             pb::ClockKind::Simulated
@@ -210,6 +211,7 @@ impl SimulatorService for Simulator {
         &self,
         request: Request<pb::AdvanceClockRequest>,
     ) -> Result<Response<pb::AdvanceClockResponse>, Status> {
+        crate::grpc::administrator(&self.kms, &request)?;
         let by = advance_by(request.get_ref().duration.as_ref())?;
         let moved = blocking(&self.kms, move |kms| kms.advance_clock(by)).await?;
         Ok(Response::new(pb::AdvanceClockResponse {
@@ -222,6 +224,7 @@ impl SimulatorService for Simulator {
         &self,
         request: Request<pb::SetTimeRequest>,
     ) -> Result<Response<pb::SetTimeResponse>, Status> {
+        crate::grpc::administrator(&self.kms, &request)?;
         let to = set_to(request.get_ref().time.as_ref())?;
         let moved = blocking(&self.kms, move |kms| kms.set_time(to)).await?;
         Ok(Response::new(pb::SetTimeResponse {
@@ -232,8 +235,9 @@ impl SimulatorService for Simulator {
 
     async fn reset(
         &self,
-        _request: Request<pb::ResetRequest>,
+        request: Request<pb::ResetRequest>,
     ) -> Result<Response<pb::ResetResponse>, Status> {
+        crate::grpc::administrator(&self.kms, &request)?;
         let summary = blocking(&self.kms, Kms::reset).await?;
         Ok(Response::new(pb::ResetResponse {
             instances_removed: i32::try_from(summary.instances).unwrap_or(i32::MAX),
@@ -245,6 +249,7 @@ impl SimulatorService for Simulator {
         &self,
         request: Request<pb::InjectFaultRequest>,
     ) -> Result<Response<pb::InjectFaultResponse>, Status> {
+        crate::grpc::administrator(&self.kms, &request)?;
         let rule = fault_rule(request.get_ref().rule.as_ref())?;
         let active = self.kms.inject_fault(rule);
         Ok(Response::new(pb::InjectFaultResponse {
@@ -254,8 +259,9 @@ impl SimulatorService for Simulator {
 
     async fn list_faults(
         &self,
-        _request: Request<pb::ListFaultsRequest>,
+        request: Request<pb::ListFaultsRequest>,
     ) -> Result<Response<pb::ListFaultsResponse>, Status> {
+        crate::grpc::administrator(&self.kms, &request)?;
         let rules = self.kms.list_faults();
         Ok(Response::new(pb::ListFaultsResponse {
             rules: rules.iter().map(fault_to_proto).collect(),
@@ -266,6 +272,7 @@ impl SimulatorService for Simulator {
         &self,
         request: Request<pb::ClearFaultsRequest>,
     ) -> Result<Response<pb::ClearFaultsResponse>, Status> {
+        crate::grpc::administrator(&self.kms, &request)?;
         let id = request.get_ref().id.trim();
         let cleared = self.kms.clear_faults((!id.is_empty()).then_some(id));
         Ok(Response::new(pb::ClearFaultsResponse {

@@ -53,6 +53,7 @@ impl Kms {
             tracing::info!("HSM self-tests passed");
             // Idempotent for the key already active.
             self.hsm.activate_dev_master_key(&self.master_key)?;
+            self.renew_iam_signer()?;
         } else {
             tracing::error!(
                 ?fail,
@@ -93,6 +94,9 @@ impl Kms {
         };
         wiped?;
         activated?;
+        if self.hsm.status().state == ModuleState::Operational {
+            self.renew_iam_signer()?;
+        }
         Ok(destroyed)
     }
 }

@@ -48,6 +48,9 @@ pub enum ParseError {
     /// Neither an instance id, `instances/{id}`, nor an instance CRN.
     #[error("must be an instance id, instances/{{instance-id}}, or an instance CRN")]
     InstanceRefShape,
+    /// Not a CRN of any service (`crn:v1:` followed by eight more `:`-separated fields).
+    #[error("must be a CRN: crn:v1:<env>:<type>:<service>:<region>:<scope>:<instance>:<type>:<id>")]
+    ResourceCrnShape,
 }
 
 macro_rules! uuid_id {
@@ -204,6 +207,68 @@ label!(
     /// An account id.
     AccountId
 );
+label!(
+    /// The name of a service that calls kmsim, such as `databases-for-postgresql` (the
+    /// source of a service-to-service authorization).
+    SourceService
+);
+
+uuid_id!(
+    /// An IAM identity (user or service).
+    IdentityId
+);
+uuid_id!(
+    /// An API key's id (never its secret).
+    ApiKeyId
+);
+uuid_id!(
+    /// An access policy's id.
+    PolicyId
+);
+uuid_id!(
+    /// A service-to-service authorization's id.
+    AuthorizationId
+);
+
+/// The CRN of a resource of any service, such as a database deployment: `crn:v1:` and eight
+/// more `:`-separated fields, the service name (fifth field) not empty, at most 512 characters.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct ResourceCrn(String);
+
+impl ResourceCrn {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ResourceCrn {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        if s.is_empty() {
+            return Err(ParseError::Empty);
+        }
+        let fields: Vec<&str> = s.split(':').collect();
+        let ok = s.len() <= 512
+            && fields.len() == 10
+            && fields[0] == "crn"
+            && fields[1] == "v1"
+            && !fields[4].is_empty()
+            && s.chars().all(|c| c.is_ascii_graphic());
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(ParseError::ResourceCrnShape)
+        }
+    }
+}
+
+impl fmt::Display for ResourceCrn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// The CRN service name, which follows from the instance flavor.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, serde::Serialize, serde::Deserialize)]

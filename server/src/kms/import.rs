@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use sim_hsm::ObjectHandle;
 
+use crate::auth::Identity;
 use crate::error::KmsError;
+use crate::kms::iam::Action as Permission;
 use crate::kms::ids::{ImportTokenId, InstanceRef};
 use crate::kms::records::ImportTokenRecord;
 use crate::kms::{InstanceEntry, Kms, encode, lock};
@@ -28,10 +30,12 @@ impl Kms {
     /// Creates the instance's import token, replacing (and destroying) any previous one.
     pub fn create_import_token(
         &self,
+        who: &Identity,
         instance: &InstanceRef,
         lifetime: Duration,
         max_retrievals: u32,
     ) -> Result<ImportTokenView, KmsError> {
+        self.authorize(who, Some(instance.id()), Permission::ManageImportToken)?;
         let entry = self.instance(instance.id())?;
         let now = self.now();
         let id = ImportTokenId::from_uuid(self.new_id());
@@ -71,7 +75,12 @@ impl Kms {
 
     /// Retrieves the instance's import token with its public key and nonce, using one
     /// retrieval.
-    pub fn get_import_token(&self, instance: &InstanceRef) -> Result<ImportTokenView, KmsError> {
+    pub fn get_import_token(
+        &self,
+        who: &Identity,
+        instance: &InstanceRef,
+    ) -> Result<ImportTokenView, KmsError> {
+        self.authorize(who, Some(instance.id()), Permission::ManageImportToken)?;
         let entry = self.instance(instance.id())?;
         let now = self.now();
         let mut slot = lock(&entry.import_token);

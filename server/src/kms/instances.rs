@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::auth::Identity;
 use crate::error::KmsError;
+use crate::kms::iam::Action as Permission;
 use crate::kms::ids::{AccountId, InstanceId, InstanceRef, Region};
 use crate::kms::keystore::Keystore;
 use crate::kms::records::{Flavor, InstanceRecord, Lifecycle};
@@ -25,7 +27,12 @@ pub struct NewInstance {
 
 impl Kms {
     /// Creates an instance and its keystore token.
-    pub fn create_instance(&self, new: NewInstance) -> Result<InstanceRecord, KmsError> {
+    pub fn create_instance(
+        &self,
+        who: &Identity,
+        new: NewInstance,
+    ) -> Result<InstanceRecord, KmsError> {
+        self.authorize(who, None, Permission::CreateInstance)?;
         let _admin = lock(&self.instance_admin);
         let record = InstanceRecord {
             id: InstanceId::from_uuid(self.new_id()),
@@ -52,7 +59,16 @@ impl Kms {
     }
 
     /// Returns an instance. A CRN must match the instance's service, region and account.
-    pub fn get_instance(&self, reference: &InstanceRef) -> Result<InstanceRecord, KmsError> {
+    pub fn get_instance(
+        &self,
+        who: &Identity,
+        reference: &InstanceRef,
+    ) -> Result<InstanceRecord, KmsError> {
+        self.authorize(who, Some(reference.id()), Permission::GetInstance)?;
+        self.instance_record(reference)
+    }
+
+    fn instance_record(&self, reference: &InstanceRef) -> Result<InstanceRecord, KmsError> {
         let entry = self.instance(reference.id())?;
         if let InstanceRef::Crn(crn) = reference {
             if *crn != entry.record.crn() {
@@ -65,9 +81,11 @@ impl Kms {
     /// Lists instances by creation time then id; `after` is the last item of the previous page.
     pub fn list_instances(
         &self,
+        who: &Identity,
         page_size: usize,
         after: Option<(i64, InstanceId)>,
-    ) -> Page<InstanceRecord> {
+    ) -> Result<Page<InstanceRecord>, KmsError> {
+        self.authorize(who, None, Permission::ListInstances)?;
         let mut all: Vec<InstanceRecord> = read(&self.instances)
             .values()
             .map(|e| e.record.clone())
@@ -79,13 +97,19 @@ impl Kms {
             .filter(|r| after.is_none_or(|(t, id)| (r.create_time.as_millis(), r.id) > (t, id)))
             .take(page_size + 1)
             .collect();
-        Page::from_overfetch(items, page_size, total)
+        Ok(Page::from_overfetch(items, page_size, total))
     }
 
     /// Deletes an instance: refused while it holds keys unless `force`, which shreds them.
-    pub fn delete_instance(&self, reference: &InstanceRef, force: bool) -> Result<(), KmsError> {
+    pub fn delete_instance(
+        &self,
+        who: &Identity,
+        reference: &InstanceRef,
+        force: bool,
+    ) -> Result<(), KmsError> {
+        self.authorize(who, Some(reference.id()), Permission::DeleteInstance)?;
         let _admin = lock(&self.instance_admin);
-        let record = self.get_instance(reference)?;
+        let record = self.instance_record(reference)?;
         let entry = self.instance(record.id)?;
         let _instance_guard = lock(&entry.mutation);
         let now = self.now();

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use sim_hsm::ObjectHandle;
 use zeroize::Zeroizing;
 
+use crate::auth::Identity;
 use crate::clock::Timestamp;
 use crate::error::{FieldProblem, KmsError};
+use crate::kms::iam::Action as Permission;
 use crate::kms::ids::{Alias, Crn, InstanceRef, KeyId, KeyRef, KeyVersionId};
 use crate::kms::keystore::{MaterialUse, SecureImportInput};
 use crate::kms::records::{
@@ -198,7 +200,8 @@ impl Kms {
     }
 
     /// Creates a key.
-    pub fn create_key(&self, new: NewKey) -> Result<KeyView, KmsError> {
+    pub fn create_key(&self, who: &Identity, new: NewKey) -> Result<KeyView, KmsError> {
+        self.authorize(who, Some(new.instance.id()), Permission::CreateKey)?;
         let instance = self.instance(new.instance.id())?;
         if let InstanceRef::Crn(crn) = &new.instance {
             if *crn != instance.record.crn() {
@@ -265,7 +268,7 @@ impl Kms {
             expiration_time: new.expiration_time,
             disable_time: None,
             deletion: None,
-            created_by: self.defaults.operator.clone(),
+            created_by: who.id.to_string(),
         };
         let entry = Arc::new(KeyEntry::new(record.clone()));
         let committed = match self.commit_key(&entry, record) {
@@ -289,15 +292,29 @@ impl Kms {
         self.with_payload(&instance, view)
     }
 
-    /// Returns a key (with a standard key's payload).
-    pub fn get_key(&self, key: &KeyRef) -> Result<KeyView, KmsError> {
+    /// Returns a key, with a standard key's payload when the caller may read it
+    /// (`ReaderPlus`); a `Reader` gets the metadata only.
+    pub fn get_key(&self, who: &Identity, key: &KeyRef) -> Result<KeyView, KmsError> {
+        self.authorize(who, Some(key.instance()), Permission::GetKey)?;
+        let payload_allowed = self
+            .authorize(who, Some(key.instance()), Permission::ReadPayload)
+            .is_ok();
         let (instance, _, record, state) = self.resolve_live(key)?;
         let view = self.view(&instance.record, record, state, self.now());
-        self.with_payload(&instance, view)
+        if payload_allowed {
+            self.with_payload(&instance, view)
+        } else {
+            Ok(view)
+        }
     }
 
     /// Lists keys (without payloads).
-    pub fn list_keys(&self, query: &KeyListQuery) -> Result<Page<KeyView>, KmsError> {
+    pub fn list_keys(
+        &self,
+        who: &Identity,
+        query: &KeyListQuery,
+    ) -> Result<Page<KeyView>, KmsError> {
+        self.authorize(who, Some(query.instance.id()), Permission::ListKeys)?;
         let instance = self.instance(query.instance.id())?;
         let now = self.now();
         let default_states = [KeyState::Active, KeyState::Suspended, KeyState::Deactivated];
@@ -364,9 +381,11 @@ impl Kms {
     /// the same length; generated keys refuse it.
     pub fn rotate_key(
         &self,
+        who: &Identity,
         key: &KeyRef,
         material: Option<Material>,
     ) -> Result<KeyView, KmsError> {
+        self.authorize(who, Some(key.instance()), Permission::RotateKey)?;
         self.mutate(key, |instance, record, state, now| {
             Action::Rotate.check(record.id, state)?;
             if record.kind != KeyKind::Root {
@@ -423,14 +442,20 @@ impl Kms {
     }
 
     /// A key's versions, newest first.
-    pub fn list_key_versions(&self, key: &KeyRef) -> Result<Vec<VersionRecord>, KmsError> {
+    pub fn list_key_versions(
+        &self,
+        who: &Identity,
+        key: &KeyRef,
+    ) -> Result<Vec<VersionRecord>, KmsError> {
+        self.authorize(who, Some(key.instance()), Permission::ListKeyVersions)?;
         let (_, _, record, state) = self.resolve_live(key)?;
         Action::ListVersions.check(record.id, state)?;
         Ok(record.versions.iter().rev().cloned().collect())
     }
 
     /// Disables (suspends) an active key.
-    pub fn disable_key(&self, key: &KeyRef) -> Result<KeyView, KmsError> {
+    pub fn disable_key(&self, who: &Identity, key: &KeyRef) -> Result<KeyView, KmsError> {
+        self.authorize(who, Some(key.instance()), Permission::SetKeyState)?;
         self.mutate(key, |_, record, state, now| {
             Action::Disable.check(record.id, state)?;
             let mut next = record.clone();
@@ -442,7 +467,8 @@ impl Kms {
     }
 
     /// Enables a suspended key, 30 seconds or more after it was disabled.
-    pub fn enable_key(&self, key: &KeyRef) -> Result<KeyView, KmsError> {
+    pub fn enable_key(&self, who: &Identity, key: &KeyRef) -> Result<KeyView, KmsError> {
+        self.authorize(who, Some(key.instance()), Permission::SetKeyState)?;
         self.mutate(key, |_, record, state, now| {
             Action::Enable.check(record.id, state)?;
             if let Some(disabled) = record.disable_time {
@@ -465,14 +491,20 @@ impl Kms {
 
     /// Deletes (soft) a key. `force` is accepted for the registrations that will guard
     /// deletion; with no registrations it changes nothing.
-    pub fn delete_key(&self, key: &KeyRef, _force: bool) -> Result<KeyView, KmsError> {
+    pub fn delete_key(
+        &self,
+        who: &Identity,
+        key: &KeyRef,
+        _force: bool,
+    ) -> Result<KeyView, KmsError> {
+        self.authorize(who, Some(key.instance()), Permission::DeleteKey)?;
         self.mutate(key, |_, record, state, now| {
             Action::Delete.check(record.id, state)?;
             let mut next = record.clone();
             next.state = KeyState::Destroyed;
             next.deletion = Some(Deletion {
                 time: now,
-                by: self.defaults.operator.clone(),
+                by: who.id.to_string(),
             });
             next.update_time = now;
             Ok(next)
@@ -481,7 +513,8 @@ impl Kms {
 
     /// Restores a deleted key within 30 days (and 30 seconds or more after the delete). It
     /// comes back Active, or Deactivated if it has expired meanwhile.
-    pub fn restore_key(&self, key: &KeyRef) -> Result<KeyView, KmsError> {
+    pub fn restore_key(&self, who: &Identity, key: &KeyRef) -> Result<KeyView, KmsError> {
+        self.authorize(who, Some(key.instance()), Permission::RestoreKey)?;
         self.mutate(key, |_, record, state, now| {
             Action::Restore.check(record.id, state)?;
             let deletion = record
@@ -508,7 +541,8 @@ impl Kms {
 
     /// Purges a deleted key 4 hours or more after deletion: every version's material is
     /// destroyed in the HSM and the key ceases to exist.
-    pub fn purge_key(&self, key: &KeyRef) -> Result<KeyView, KmsError> {
+    pub fn purge_key(&self, who: &Identity, key: &KeyRef) -> Result<KeyView, KmsError> {
+        self.authorize(who, Some(key.instance()), Permission::PurgeKey)?;
         let (instance, entry) = self.resolve(key)?;
         let _guard = lock(&entry.mutation);
         let record = entry.snapshot();
@@ -537,9 +571,11 @@ impl Kms {
     /// Adds an alias.
     pub fn create_key_alias(
         &self,
+        who: &Identity,
         key: &KeyRef,
         alias: Alias,
     ) -> Result<(KeyId, AliasRecord), KmsError> {
+        self.authorize(who, Some(key.instance()), Permission::ManageAliases)?;
         let (instance, entry) = self.resolve(key)?;
         let _instance_guard = lock(&instance.mutation);
         let mut created = None;
@@ -568,7 +604,13 @@ impl Kms {
     }
 
     /// Removes an alias.
-    pub fn delete_key_alias(&self, key: &KeyRef, alias: &Alias) -> Result<(), KmsError> {
+    pub fn delete_key_alias(
+        &self,
+        who: &Identity,
+        key: &KeyRef,
+        alias: &Alias,
+    ) -> Result<(), KmsError> {
+        self.authorize(who, Some(key.instance()), Permission::ManageAliases)?;
         let (instance, _) = self.resolve(key)?;
         let _instance_guard = lock(&instance.mutation);
         self.mutate(key, |_, record, state, now| {

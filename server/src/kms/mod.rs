@@ -5,6 +5,7 @@
 
 pub mod ciphertext;
 mod hsm_admin;
+pub mod iam;
 pub mod ids;
 mod import;
 mod instances;
@@ -43,8 +44,6 @@ pub struct Defaults {
     pub region: Region,
     /// Account of new instances.
     pub account: AccountId,
-    /// The identity recorded as creator and deleter until authentication exists.
-    pub operator: String,
 }
 
 /// A loaded instance: its record, its keystore session, and its per-instance indexes.
@@ -122,11 +121,12 @@ pub struct Kms {
     scheduler: Scheduler,
     /// Serialises timer firing, so a caller that fires timers returns only after any firing
     /// already under way (e.g. the background task's) has finished.
-    firing: Mutex<()>,
+    pub(crate) firing: Mutex<()>,
     /// Serialises moves of the simulated clock (persist, then move, then fire).
     clock_admin: Mutex<()>,
     /// Injected fault rules, applied by the gRPC layer.
     faults: Arc<crate::faults::Faults>,
+    iam: iam::IamState,
 }
 
 /// Locks a mutex, recovering from poisoning: every critical section either completes its
@@ -162,7 +162,9 @@ impl Kms {
     /// Loads every record from `store` and opens each instance's keystore in `hsm` (whose
     /// master key must be active: `master_key`). An instance whose token the HSM no longer
     /// holds (wiped by a zeroization or tamper response) loads with its keystore destroyed.
-    /// A simulated clock is moved forward to the time a previous run stored, if later.
+    /// A simulated clock is moved forward to the time a previous run stored, if later. Also
+    /// opens IAM and its token-signing key (created on first start); `dev_token` accepts
+    /// [`crate::auth::DEV_TOKEN`] as the bootstrap admin.
     pub fn open(
         hsm: Arc<Hsm>,
         master_key: Arc<DevMasterKey>,
@@ -170,8 +172,11 @@ impl Kms {
         clock: Arc<dyn Clock>,
         credentials: HsmCredentials,
         defaults: Defaults,
+        dev_token: bool,
     ) -> Result<Self, KmsError> {
+        let iam = iam::IamState::open(&hsm, store.as_ref(), &credentials, dev_token)?;
         let kms = Self {
+            iam,
             hsm,
             master_key,
             store,
@@ -345,6 +350,12 @@ impl Kms {
     /// how many keys changed.
     pub fn fire_due_timers(&self) -> Result<usize, KmsError> {
         let _firing = lock(&self.firing);
+        self.fire_due_timers_locked()
+    }
+
+    /// [`Kms::fire_due_timers`] for a caller that holds `firing` (so that the clock's move
+    /// and the firing it causes are one step no background firing can split).
+    pub(crate) fn fire_due_timers_locked(&self) -> Result<usize, KmsError> {
         let now = self.now();
         let mut changed = 0;
         for key in self.scheduler.take_due(now) {

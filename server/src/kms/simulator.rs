@@ -107,8 +107,11 @@ impl Kms {
             CLOCK_KEY,
             to.as_millis().to_be_bytes().to_vec(),
         )?;
+        // Hold `firing` across the move: the background timer task wakes on the jump and
+        // must not fire (and count) this move's timers first.
+        let _firing = lock(&self.firing);
         let now = clock.set(to).map_err(|_| KmsError::ClockBackwards)?;
-        let timers_fired = self.fire_due_timers()?;
+        let timers_fired = self.fire_due_timers_locked()?;
         Ok(ClockMove { now, timers_fired })
     }
 
@@ -145,6 +148,7 @@ impl Kms {
         self.hsm.reset();
         self.hsm.zeroize()?;
         self.hsm.activate_dev_master_key(&self.master_key)?;
+        self.renew_iam_signer()?;
         self.faults.clear(None);
         Ok(summary)
     }

@@ -6,9 +6,11 @@
 use sim_hsm::ObjectHandle;
 use zeroize::Zeroizing;
 
+use crate::auth::Identity;
 use crate::error::KmsError;
 use crate::kms::Kms;
 use crate::kms::ciphertext::{self, Ciphertext};
+use crate::kms::iam::Action as Permission;
 use crate::kms::ids::KeyRef;
 use crate::kms::keystore::Keystore;
 use crate::kms::records::{KeyKind, KeyRecord, VersionRecord};
@@ -91,10 +93,12 @@ impl Kms {
     /// current version.
     pub fn wrap(
         &self,
+        who: &Identity,
         key: &KeyRef,
         plaintext: Option<Zeroizing<Vec<u8>>>,
         aad: &[String],
     ) -> Result<WrapResult, KmsError> {
+        self.authorize(who, Some(key.instance()), Permission::UseKey)?;
         let (instance, _, record, state) = self.resolve_live(key)?;
         Action::Wrap.check(record.id, state)?;
         if record.kind != KeyKind::Root {
@@ -119,10 +123,12 @@ impl Kms {
     /// Unwraps a ciphertext; rewraps it under the current version when it is older.
     pub fn unwrap(
         &self,
+        who: &Identity,
         key: &KeyRef,
         ciphertext: &[u8],
         aad: &[String],
     ) -> Result<UnwrapResult, KmsError> {
+        self.authorize(who, Some(key.instance()), Permission::UseKey)?;
         let (instance, _, record, state) = self.resolve_live(key)?;
         Action::Unwrap.check(record.id, state)?;
         if record.kind != KeyKind::Root {
@@ -146,10 +152,12 @@ impl Kms {
     /// Rewraps a ciphertext under the current version; the data key never leaves the server.
     pub fn rewrap(
         &self,
+        who: &Identity,
         key: &KeyRef,
         ciphertext: &[u8],
         aad: &[String],
     ) -> Result<RewrapResult, KmsError> {
+        self.authorize(who, Some(key.instance()), Permission::UseKey)?;
         let (instance, _, record, state) = self.resolve_live(key)?;
         Action::Rewrap.check(record.id, state)?;
         if record.kind != KeyKind::Root {

@@ -21,16 +21,28 @@ pub enum Tree {
     Hsm,
     /// The simulator's own state (the simulated clock's time), keyed by name.
     Simulator,
+    /// IAM identities, keyed by identity id bytes.
+    Identities,
+    /// IAM API keys (salted hashes only), keyed by API key id bytes.
+    ApiKeys,
+    /// IAM access policies, keyed by policy id bytes.
+    AccessPolicies,
+    /// Service-to-service authorizations, keyed by authorization id bytes.
+    Authorizations,
 }
 
 impl Tree {
     /// Every tree.
-    pub const ALL: [Tree; 5] = [
+    pub const ALL: [Tree; 9] = [
         Tree::Instances,
         Tree::Keys,
         Tree::ImportTokens,
         Tree::Hsm,
         Tree::Simulator,
+        Tree::Identities,
+        Tree::ApiKeys,
+        Tree::AccessPolicies,
+        Tree::Authorizations,
     ];
 
     /// The tree's name on disk.
@@ -41,6 +53,10 @@ impl Tree {
             Tree::ImportTokens => "import_tokens",
             Tree::Hsm => "hsm",
             Tree::Simulator => "simulator",
+            Tree::Identities => "iam_identities",
+            Tree::ApiKeys => "iam_api_keys",
+            Tree::AccessPolicies => "iam_access_policies",
+            Tree::Authorizations => "iam_authorizations",
         }
     }
 }

@@ -20,11 +20,25 @@ pub struct SledStore {
 impl SledStore {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(StoreError::backend)?;
+        // A database closed a moment ago in this process (a restart in tests) may still be
+        // releasing its file lock from sled's background thread: wait briefly for it.
+        let mut attempts = 0;
+        let db = loop {
+            match sled::Config::new()
+                .path(dir)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(sled::Error::Io(error))
+                    if error.kind() == std::io::ErrorKind::WouldBlock && attempts < 40 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(error) => return Err(StoreError::backend(error)),
+            }
+        };
         Self::from_db(db)
     }
 

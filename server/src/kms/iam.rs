@@ -1,0 +1,864 @@
+//! IAM: identities and their API keys, bearer tokens, users' access policies, service-to-
+//! service authorizations, the bootstrap admin, and every permission check ([`Action`] ->
+//! required [`Role`] in [`Action::required`], and [`Kms::authorize`]).
+//!
+//! Rules:
+//! - Roles on an instance: `Reader` < `ReaderPlus` < `Writer` < `Manager` (each includes the
+//!   ones before it); `KeyPurge` is separate. `Administrator` is server-wide (a policy without
+//!   an instance) and includes every role on every instance, instance administration and IAM.
+//! - A user acts through access policies. A service identity acts only through an
+//!   authorization naming its service (and, if the authorization names one, its source
+//!   instance CRN), only on the authorization's target instance, and only as `Reader`.
+//! - Checks happen before a key is resolved, against the instance named by the request, so a
+//!   caller cannot probe another instance's keys.
+//! - API keys are stored as HMAC-SHA256(salt, secret) and compared in constant time; a token
+//!   names the API key it came from, and deleting the key or its identity revokes it.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use hmac::{KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sim_hsm::p256::ecdsa::VerifyingKey;
+use sim_hsm::{Hsm, ObjectHandle};
+use zeroize::Zeroizing;
+
+use crate::auth::{self, AuthFailure, Authenticator, Credentials, Identity, IdentityKind};
+use crate::clock::Timestamp;
+use crate::error::{FieldProblem, KmsError};
+use crate::kms::ids::{
+    ApiKeyId, AuthorizationId, IdentityId, InstanceId, PolicyId, ResourceCrn, SourceService,
+};
+use crate::kms::keystore::{HsmCredentials, Keystore};
+use crate::kms::{Kms, decode, encode, lock, read, write};
+use crate::store::{Change, Store, Tree};
+
+/// The label of the HSM token that holds the token-signing key.
+pub const IAM_TOKEN_LABEL: &str = "kmsim-iam";
+/// The label of the token-signing key pair inside it.
+const SIGNING_KEY_LABEL: &str = "iam-token-signing";
+/// Prefix of every API key secret.
+const API_KEY_PREFIX: &str = "kmsim-ak";
+/// Lifetime of a token when the request leaves it out.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// A role: on an instance, or `Administrator` on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// List, get metadata, wrap, unwrap, rewrap.
+    Reader,
+    /// Reader, and read a standard key's payload.
+    ReaderPlus,
+    /// ReaderPlus, and create, import, rotate, aliases, import tokens.
+    Writer,
+    /// Writer, and delete, restore, disable, enable.
+    Manager,
+    /// Purge deleted keys.
+    KeyPurge,
+    /// Everything, on every instance; instances and IAM.
+    Administrator,
+}
+
+impl Role {
+    fn rank(self) -> Option<u8> {
+        match self {
+            Role::Reader => Some(1),
+            Role::ReaderPlus => Some(2),
+            Role::Writer => Some(3),
+            Role::Manager => Some(4),
+            Role::KeyPurge | Role::Administrator => None,
+        }
+    }
+
+    /// Whether holding `self` satisfies `required`.
+    pub fn grants(self, required: Role) -> bool {
+        if self == Role::Administrator || self == required {
+            return true;
+        }
+        match (self.rank(), required.rank()) {
+            (Some(held), Some(needed)) => held >= needed,
+            _ => false,
+        }
+    }
+
+    /// The name Key Protect uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Reader => "Reader",
+            Role::ReaderPlus => "ReaderPlus",
+            Role::Writer => "Writer",
+            Role::Manager => "Manager",
+            Role::KeyPurge => "KeyPurge",
+            Role::Administrator => "Administrator",
+        }
+    }
+}
+
+/// Everything a caller can ask for, each needing one role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Create an instance.
+    CreateInstance,
+    /// List every instance.
+    ListInstances,
+    /// Get one instance.
+    GetInstance,
+    /// Delete an instance.
+    DeleteInstance,
+    /// Any IamService call except `CreateToken`.
+    ManageIam,
+    /// List keys.
+    ListKeys,
+    /// Get a key's metadata.
+    GetKey,
+    /// Read a standard key's payload.
+    ReadPayload,
+    /// List a key's versions.
+    ListKeyVersions,
+    /// Wrap, unwrap or rewrap.
+    UseKey,
+    /// Create or import a key.
+    CreateKey,
+    /// Rotate a key.
+    RotateKey,
+    /// Create or delete an alias.
+    ManageAliases,
+    /// Create or get the instance's import token.
+    ManageImportToken,
+    /// Disable or enable a key.
+    SetKeyState,
+    /// Delete a key.
+    DeleteKey,
+    /// Restore a deleted key.
+    RestoreKey,
+    /// Purge a deleted key.
+    PurgeKey,
+    /// Simulator and HSM administration: the clock, faults, reset, self-tests, tamper and
+    /// zeroize.
+    Administer,
+}
+
+impl Action {
+    /// The role the action needs: the one permission table.
+    pub fn required(self) -> Role {
+        match self {
+            Action::CreateInstance
+            | Action::ListInstances
+            | Action::DeleteInstance
+            | Action::ManageIam
+            | Action::Administer => Role::Administrator,
+            Action::GetInstance
+            | Action::ListKeys
+            | Action::GetKey
+            | Action::ListKeyVersions
+            | Action::UseKey => Role::Reader,
+            Action::ReadPayload => Role::ReaderPlus,
+            Action::CreateKey
+            | Action::RotateKey
+            | Action::ManageAliases
+            | Action::ManageImportToken => Role::Writer,
+            Action::SetKeyState | Action::DeleteKey | Action::RestoreKey => Role::Manager,
+            Action::PurgeKey => Role::KeyPurge,
+        }
+    }
+}
+
+/// An identity, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdentityRecord {
+    /// The id.
+    pub id: IdentityId,
+    /// User or service.
+    pub kind: IdentityKind,
+    /// A user's display name, or a service identity's service name.
+    pub name: String,
+    /// For a service identity: the source instance it acts for.
+    pub source_instance: Option<ResourceCrn>,
+    /// Whether this is the bootstrap admin (what the development token acts as).
+    pub bootstrap_admin: bool,
+    /// Creation time.
+    pub create_time: Timestamp,
+}
+
+/// An API key, as stored: never the secret, only HMAC-SHA256(salt, secret).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// The id (also the middle part of the secret, to find the record).
+    pub id: ApiKeyId,
+    /// The identity.
+    pub identity: IdentityId,
+    /// Free text.
+    pub description: String,
+    /// Per-key salt, hex.
+    pub salt: String,
+    /// HMAC-SHA256(salt, secret), hex.
+    pub hash: String,
+    /// Creation time.
+    pub create_time: Timestamp,
+}
+
+/// A user's roles on an instance (or `Administrator` on the server).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    /// The id.
+    pub id: PolicyId,
+    /// The user.
+    pub identity: IdentityId,
+    /// The instance; `None` for a server-wide `Administrator` policy.
+    pub instance: Option<InstanceId>,
+    /// The roles.
+    pub roles: Vec<Role>,
+    /// Creation time.
+    pub create_time: Timestamp,
+    /// Who created it.
+    pub created_by: IdentityId,
+}
+
+/// A service-to-service authorization.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorizationRecord {
+    /// The id.
+    pub id: AuthorizationId,
+    /// The source service.
+    pub source: SourceService,
+    /// The one source instance authorized, or `None` for all.
+    pub source_instance: Option<ResourceCrn>,
+    /// The target KMS instance.
+    pub target: InstanceId,
+    /// Always `Reader`.
+    pub role: Role,
+    /// Creation time.
+    pub create_time: Timestamp,
+    /// Who created it.
+    pub created_by: IdentityId,
+}
+
+/// Who a new API key is for.
+#[derive(Debug, Clone)]
+pub enum ApiKeyOwner {
+    /// An existing identity.
+    Existing(IdentityId),
+    /// A new user.
+    NewUser {
+        /// Display name.
+        name: String,
+    },
+    /// A new service identity.
+    NewService {
+        /// The service.
+        service: SourceService,
+        /// The source instance it acts for.
+        source_instance: Option<ResourceCrn>,
+    },
+}
+
+/// A new API key: its metadata and the secret (returned once).
+#[derive(Debug)]
+pub struct NewApiKey {
+    /// The stored record.
+    pub record: ApiKeyRecord,
+    /// Its identity.
+    pub identity: IdentityRecord,
+    /// The secret.
+    pub secret: Zeroizing<String>,
+}
+
+/// An issued bearer token.
+#[derive(Debug)]
+pub struct IssuedToken {
+    /// The token.
+    pub token: Zeroizing<String>,
+    /// When it expires.
+    pub expires: Timestamp,
+    /// Its identity.
+    pub identity: IdentityRecord,
+}
+
+/// The IAM state: records indexed in memory (reads never touch the store), the token signer
+/// and the authenticator.
+pub(crate) struct IamState {
+    identities: RwLock<HashMap<IdentityId, IdentityRecord>>,
+    api_keys: RwLock<HashMap<ApiKeyId, ApiKeyRecord>>,
+    policies: RwLock<HashMap<PolicyId, PolicyRecord>>,
+    authorizations: RwLock<HashMap<AuthorizationId, AuthorizationRecord>>,
+    /// Serialises IAM mutations.
+    mutation: Mutex<()>,
+    /// The IAM token of the HSM and the signing key in it; replaced after an HSM wipe.
+    signer: RwLock<(Keystore, ObjectHandle)>,
+    pub(crate) authenticator: Authenticator,
+}
+
+impl std::fmt::Debug for IamState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IamState { .. }")
+    }
+}
+
+fn load_tree<K: std::hash::Hash + Eq, V: serde::de::DeserializeOwned>(
+    store: &dyn Store,
+    tree: Tree,
+    key: impl Fn(&V) -> K,
+) -> Result<HashMap<K, V>, KmsError> {
+    let mut map = HashMap::new();
+    for (_, bytes) in store.scan_prefix(tree, b"")? {
+        let value: V = decode(tree, &bytes)?;
+        map.insert(key(&value), value);
+    }
+    Ok(map)
+}
+
+fn hash_secret(salt: &[u8], secret: &str) -> hmac::Hmac<sha2::Sha256> {
+    // HMAC accepts keys of any length: `new_from_slice` cannot fail.
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(salt)
+        .unwrap_or_else(|_| unreachable!());
+    mac.update(secret.as_bytes());
+    mac
+}
+
+impl IamState {
+    /// Opens (or creates) the IAM token in the HSM with its signing key and loads the records.
+    pub(crate) fn open(
+        hsm: &Hsm,
+        store: &dyn Store,
+        credentials: &HsmCredentials,
+        dev_token: bool,
+    ) -> Result<Self, KmsError> {
+        let keystore = Keystore::open_or_create_labelled(hsm, IAM_TOKEN_LABEL, credentials)?;
+        let (signing_key, public) = keystore.signing_key(SIGNING_KEY_LABEL)?;
+        let verifying = VerifyingKey::from_sec1_bytes(&public)
+            .map_err(|_| KmsError::Hsm(sim_hsm::HsmError::KeyTypeInconsistent))?;
+        Ok(Self {
+            identities: RwLock::new(load_tree(store, Tree::Identities, |r: &IdentityRecord| {
+                r.id
+            })?),
+            api_keys: RwLock::new(load_tree(store, Tree::ApiKeys, |r: &ApiKeyRecord| r.id)?),
+            policies: RwLock::new(load_tree(
+                store,
+                Tree::AccessPolicies,
+                |r: &PolicyRecord| r.id,
+            )?),
+            authorizations: RwLock::new(load_tree(
+                store,
+                Tree::Authorizations,
+                |r: &AuthorizationRecord| r.id,
+            )?),
+            mutation: Mutex::new(()),
+            signer: RwLock::new((keystore, signing_key)),
+            authenticator: Authenticator::new(verifying, dev_token),
+        })
+    }
+
+    fn is_admin(&self, identity: IdentityId) -> bool {
+        read(&self.policies).values().any(|p| {
+            p.identity == identity && p.instance.is_none() && p.roles.contains(&Role::Administrator)
+        })
+    }
+}
+
+impl Credentials for IamState {
+    fn live_identity(&self, identity: IdentityId, api_key: ApiKeyId) -> Option<Identity> {
+        let key_live = read(&self.api_keys)
+            .get(&api_key)
+            .is_some_and(|k| k.identity == identity);
+        if !key_live {
+            return None;
+        }
+        read(&self.identities).get(&identity).map(|r| Identity {
+            id: r.id,
+            kind: r.kind,
+        })
+    }
+
+    fn bootstrap_admin(&self) -> Option<Identity> {
+        read(&self.identities)
+            .values()
+            .find(|r| r.bootstrap_admin)
+            .map(|r| Identity {
+                id: r.id,
+                kind: r.kind,
+            })
+    }
+}
+
+fn put<T: Serialize>(tree: Tree, key: &[u8; 16], value: &T) -> Change {
+    Change::Put {
+        tree,
+        key: key.to_vec(),
+        value: encode(value),
+    }
+}
+
+fn delete(tree: Tree, key: &[u8; 16]) -> Change {
+    Change::Delete {
+        tree,
+        key: key.to_vec(),
+    }
+}
+
+impl Kms {
+    /// Authenticates the value of a request's `authorization` metadata.
+    pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Identity, KmsError> {
+        self.iam
+            .authenticator
+            .authenticate(header, self.now(), &self.iam)
+            .map_err(KmsError::Unauthenticated)
+    }
+
+    /// After an HSM wipe (tamper, zeroize, reset) and the master key's re-activation: when the
+    /// IAM token is gone, closes its stale session and creates a new token and signing key.
+    /// Tokens signed before the wipe stop verifying; API keys (stored outside the HSM) still
+    /// exchange for new tokens. Does nothing while the HSM still holds the IAM token.
+    pub(crate) fn renew_iam_signer(&self) -> Result<(), KmsError> {
+        let mut signer = write(&self.iam.signer);
+        if self.hsm.find_slot_by_label(IAM_TOKEN_LABEL).is_some() {
+            return Ok(());
+        }
+        signer.0.clone().close();
+        let keystore =
+            Keystore::open_or_create_labelled(&self.hsm, IAM_TOKEN_LABEL, &self.credentials)?;
+        let (handle, public) = keystore.signing_key(SIGNING_KEY_LABEL)?;
+        let verifying = VerifyingKey::from_sec1_bytes(&public)
+            .map_err(|_| KmsError::Hsm(sim_hsm::HsmError::KeyTypeInconsistent))?;
+        *signer = (keystore, handle);
+        self.iam.authenticator.rekey(verifying);
+        tracing::warn!(
+            "HSM wiped: IAM has a new token-signing key; earlier tokens no longer verify"
+        );
+        Ok(())
+    }
+
+    /// The authenticator (for benchmarks and white-box tests).
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.iam.authenticator
+    }
+
+    /// Whether `who` may perform `action` on `instance` (`None` for server-wide actions).
+    /// The only permission check: every domain entry point calls it first.
+    pub fn authorize(
+        &self,
+        who: &Identity,
+        instance: Option<InstanceId>,
+        action: Action,
+    ) -> Result<(), KmsError> {
+        let required = action.required();
+        let denied = Err(KmsError::PermissionDenied { required });
+        if who.kind == IdentityKind::User && self.iam.is_admin(who.id) {
+            return Ok(());
+        }
+        let Some(instance) = instance else {
+            return denied;
+        };
+        let allowed = match who.kind {
+            IdentityKind::User => read(&self.iam.policies).values().any(|p| {
+                p.identity == who.id
+                    && p.instance == Some(instance)
+                    && p.roles.iter().any(|r| r.grants(required))
+            }),
+            IdentityKind::Service => {
+                let identities = read(&self.iam.identities);
+                let Some(caller) = identities.get(&who.id) else {
+                    return denied;
+                };
+                Role::Reader.grants(required)
+                    && read(&self.iam.authorizations).values().any(|a| {
+                        a.target == instance
+                            && a.source.as_str() == caller.name
+                            && a.source_instance
+                                .as_ref()
+                                .is_none_or(|crn| caller.source_instance.as_ref() == Some(crn))
+                    })
+            }
+        };
+        if allowed { Ok(()) } else { denied }
+    }
+
+    /// On first start (no identities stored), creates the bootstrap admin identity with a
+    /// server-wide `Administrator` policy and an API key, hands the secret to `deliver`
+    /// (which writes it to the admin key file) and only then commits. Returns whether it did.
+    pub fn bootstrap_admin(
+        &self,
+        deliver: impl FnOnce(&str) -> std::io::Result<()>,
+    ) -> Result<bool, std::io::Error> {
+        let _guard = lock(&self.iam.mutation);
+        if !read(&self.iam.identities).is_empty() {
+            return Ok(false);
+        }
+        let now = self.now();
+        let identity = IdentityRecord {
+            id: IdentityId::from_uuid(self.new_id()),
+            kind: IdentityKind::User,
+            name: "admin".to_owned(),
+            source_instance: None,
+            bootstrap_admin: true,
+            create_time: now,
+        };
+        let (key, secret) = self.new_api_key_record(identity.id, "bootstrap admin".to_owned());
+        let policy = PolicyRecord {
+            id: PolicyId::from_uuid(self.new_id()),
+            identity: identity.id,
+            instance: None,
+            roles: vec![Role::Administrator],
+            create_time: now,
+            created_by: identity.id,
+        };
+        deliver(&secret)?;
+        self.store
+            .apply(vec![
+                put(Tree::Identities, identity.id.as_bytes(), &identity),
+                put(Tree::ApiKeys, key.id.as_bytes(), &key),
+                put(Tree::AccessPolicies, policy.id.as_bytes(), &policy),
+            ])
+            .map_err(std::io::Error::other)?;
+        write(&self.iam.identities).insert(identity.id, identity);
+        write(&self.iam.api_keys).insert(key.id, key);
+        write(&self.iam.policies).insert(policy.id, policy);
+        Ok(true)
+    }
+
+    fn new_api_key_record(
+        &self,
+        identity: IdentityId,
+        description: String,
+    ) -> (ApiKeyRecord, Zeroizing<String>) {
+        let id = ApiKeyId::from_uuid(self.new_id());
+        let secret = Zeroizing::new(format!(
+            "{API_KEY_PREFIX}-{}-{}",
+            hex::encode(id.as_bytes()),
+            auth::random_secret(32).as_str()
+        ));
+        let salt = auth::random_secret(16);
+        let hash = hex::encode(
+            hash_secret(salt.as_bytes(), &secret)
+                .finalize()
+                .into_bytes(),
+        );
+        let record = ApiKeyRecord {
+            id,
+            identity,
+            description,
+            salt: hex::encode(salt.as_bytes()),
+            hash,
+            create_time: self.now(),
+        };
+        (record, secret)
+    }
+
+    /// Creates an API key for an existing or a new identity. Administrators only.
+    pub fn create_api_key(
+        &self,
+        who: &Identity,
+        owner: ApiKeyOwner,
+        description: String,
+    ) -> Result<NewApiKey, KmsError> {
+        self.authorize(who, None, Action::ManageIam)?;
+        let _guard = lock(&self.iam.mutation);
+        let now = self.now();
+        let (identity, new_identity) = match owner {
+            ApiKeyOwner::Existing(id) => (
+                read(&self.iam.identities)
+                    .get(&id)
+                    .cloned()
+                    .ok_or(KmsError::IdentityNotFound)?,
+                false,
+            ),
+            ApiKeyOwner::NewUser { name } => (
+                IdentityRecord {
+                    id: IdentityId::from_uuid(self.new_id()),
+                    kind: IdentityKind::User,
+                    name,
+                    source_instance: None,
+                    bootstrap_admin: false,
+                    create_time: now,
+                },
+                true,
+            ),
+            ApiKeyOwner::NewService {
+                service,
+                source_instance,
+            } => (
+                IdentityRecord {
+                    id: IdentityId::from_uuid(self.new_id()),
+                    kind: IdentityKind::Service,
+                    name: service.to_string(),
+                    source_instance,
+                    bootstrap_admin: false,
+                    create_time: now,
+                },
+                true,
+            ),
+        };
+        let (record, secret) = self.new_api_key_record(identity.id, description);
+        let mut changes = vec![put(Tree::ApiKeys, record.id.as_bytes(), &record)];
+        if new_identity {
+            changes.push(put(Tree::Identities, identity.id.as_bytes(), &identity));
+        }
+        self.store.apply(changes)?;
+        if new_identity {
+            write(&self.iam.identities).insert(identity.id, identity.clone());
+        }
+        write(&self.iam.api_keys).insert(record.id, record.clone());
+        Ok(NewApiKey {
+            record,
+            identity,
+            secret,
+        })
+    }
+
+    /// Deletes an API key; its tokens stop working at once. Administrators only.
+    pub fn delete_api_key(&self, who: &Identity, id: ApiKeyId) -> Result<(), KmsError> {
+        self.authorize(who, None, Action::ManageIam)?;
+        let _guard = lock(&self.iam.mutation);
+        if !read(&self.iam.api_keys).contains_key(&id) {
+            return Err(KmsError::ApiKeyNotFound);
+        }
+        self.store.delete(Tree::ApiKeys, id.as_bytes())?;
+        write(&self.iam.api_keys).remove(&id);
+        self.iam.authenticator.cache().forget_api_key(id);
+        Ok(())
+    }
+
+    /// Deletes an identity with its API keys and access policies. Administrators only; the
+    /// bootstrap admin cannot be deleted (that would lock everyone out).
+    pub fn delete_identity(&self, who: &Identity, id: IdentityId) -> Result<(), KmsError> {
+        self.authorize(who, None, Action::ManageIam)?;
+        let _guard = lock(&self.iam.mutation);
+        match read(&self.iam.identities).get(&id) {
+            None => return Err(KmsError::IdentityNotFound),
+            Some(record) if record.bootstrap_admin => {
+                return Err(KmsError::field("id", FieldProblem::NotAllowed));
+            }
+            Some(_) => {}
+        }
+        let keys: Vec<ApiKeyId> = read(&self.iam.api_keys)
+            .values()
+            .filter(|k| k.identity == id)
+            .map(|k| k.id)
+            .collect();
+        let policies: Vec<PolicyId> = read(&self.iam.policies)
+            .values()
+            .filter(|p| p.identity == id)
+            .map(|p| p.id)
+            .collect();
+        let mut changes = vec![delete(Tree::Identities, id.as_bytes())];
+        changes.extend(keys.iter().map(|k| delete(Tree::ApiKeys, k.as_bytes())));
+        changes.extend(
+            policies
+                .iter()
+                .map(|p| delete(Tree::AccessPolicies, p.as_bytes())),
+        );
+        self.store.apply(changes)?;
+        write(&self.iam.identities).remove(&id);
+        {
+            let mut api_keys = write(&self.iam.api_keys);
+            for key in &keys {
+                api_keys.remove(key);
+            }
+        }
+        {
+            let mut all = write(&self.iam.policies);
+            for policy in &policies {
+                all.remove(policy);
+            }
+        }
+        self.iam.authenticator.cache().forget_identity(id);
+        Ok(())
+    }
+
+    /// Exchanges an API key for a bearer token signed in the HSM, expiring `lifetime` from
+    /// now by the server's clock.
+    pub fn create_token(&self, secret: &str, lifetime: Duration) -> Result<IssuedToken, KmsError> {
+        let bad = KmsError::Unauthenticated(AuthFailure::BadApiKey);
+        let id = secret
+            .strip_prefix(API_KEY_PREFIX)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|rest| rest.get(..32))
+            .and_then(|hex_id| hex::decode(hex_id).ok())
+            .and_then(|bytes| <[u8; 16]>::try_from(bytes.as_slice()).ok())
+            .map(ApiKeyId::from_bytes)
+            .ok_or(KmsError::Unauthenticated(AuthFailure::BadApiKey))?;
+        let record = read(&self.iam.api_keys).get(&id).cloned().ok_or(bad)?;
+        let salt = hex::decode(&record.salt).unwrap_or_default();
+        let expected = hex::decode(&record.hash).unwrap_or_default();
+        hash_secret(&salt, secret)
+            .verify_slice(&expected)
+            .map_err(|_| KmsError::Unauthenticated(AuthFailure::BadApiKey))?;
+        let identity = read(&self.iam.identities)
+            .get(&record.identity)
+            .cloned()
+            .ok_or(KmsError::Unauthenticated(AuthFailure::BadApiKey))?;
+        let now = self.now();
+        let issued = now.as_millis().div_euclid(1000);
+        let lifetime_secs = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
+        let claims = auth::token::Claims {
+            sub: identity.id,
+            kind: identity.kind,
+            akid: record.id,
+            iat: issued,
+            exp: issued.saturating_add(lifetime_secs),
+            jti: self.new_id(),
+        };
+        let input = auth::token::signing_input(&claims);
+        let signature = {
+            let signer = read(&self.iam.signer);
+            signer.0.sign_es256(signer.1, input.as_bytes())?
+        };
+        Ok(IssuedToken {
+            token: Zeroizing::new(auth::token::assemble(&input, &signature)),
+            expires: claims.expiration(),
+            identity,
+        })
+    }
+
+    /// Grants a user roles on an instance, or `Administrator` on the server.
+    pub fn create_access_policy(
+        &self,
+        who: &Identity,
+        identity: IdentityId,
+        instance: Option<InstanceId>,
+        roles: Vec<Role>,
+    ) -> Result<PolicyRecord, KmsError> {
+        self.authorize(who, None, Action::ManageIam)?;
+        let _guard = lock(&self.iam.mutation);
+        match read(&self.iam.identities).get(&identity) {
+            None => return Err(KmsError::IdentityNotFound),
+            Some(record) if record.kind != IdentityKind::User => {
+                return Err(KmsError::field("identity_id", FieldProblem::NotAUser));
+            }
+            Some(_) => {}
+        }
+        let admin = roles.contains(&Role::Administrator);
+        match instance {
+            Some(instance) if !admin => {
+                self.instance(instance)?;
+            }
+            None if admin && roles.len() == 1 => {}
+            Some(_) | None => return Err(KmsError::field("roles", FieldProblem::RoleScope)),
+        }
+        let record = PolicyRecord {
+            id: PolicyId::from_uuid(self.new_id()),
+            identity,
+            instance,
+            roles,
+            create_time: self.now(),
+            created_by: who.id,
+        };
+        self.store
+            .put(Tree::AccessPolicies, record.id.as_bytes(), encode(&record))?;
+        write(&self.iam.policies).insert(record.id, record.clone());
+        Ok(record)
+    }
+
+    /// Lists access policies, by creation time then id.
+    pub fn list_access_policies(
+        &self,
+        who: &Identity,
+        identity: Option<IdentityId>,
+        instance: Option<InstanceId>,
+    ) -> Result<Vec<PolicyRecord>, KmsError> {
+        self.authorize(who, None, Action::ManageIam)?;
+        let mut all: Vec<PolicyRecord> = read(&self.iam.policies)
+            .values()
+            .filter(|p| identity.is_none_or(|i| p.identity == i))
+            .filter(|p| instance.is_none_or(|i| p.instance == Some(i)))
+            .cloned()
+            .collect();
+        all.sort_by_key(|p| (p.create_time, p.id));
+        Ok(all)
+    }
+
+    /// Deletes an access policy.
+    pub fn delete_access_policy(&self, who: &Identity, id: PolicyId) -> Result<(), KmsError> {
+        self.authorize(who, None, Action::ManageIam)?;
+        let _guard = lock(&self.iam.mutation);
+        if !read(&self.iam.policies).contains_key(&id) {
+            return Err(KmsError::PolicyNotFound);
+        }
+        self.store.delete(Tree::AccessPolicies, id.as_bytes())?;
+        write(&self.iam.policies).remove(&id);
+        Ok(())
+    }
+
+    /// Authorizes a source service (one of its instances, or all) to use a target instance
+    /// as `Reader`.
+    pub fn create_authorization(
+        &self,
+        who: &Identity,
+        source: SourceService,
+        source_instance: Option<ResourceCrn>,
+        target: InstanceId,
+    ) -> Result<AuthorizationRecord, KmsError> {
+        self.authorize(who, None, Action::ManageIam)?;
+        self.instance(target)?;
+        let _guard = lock(&self.iam.mutation);
+        let record = AuthorizationRecord {
+            id: AuthorizationId::from_uuid(self.new_id()),
+            source,
+            source_instance,
+            target,
+            role: Role::Reader,
+            create_time: self.now(),
+            created_by: who.id,
+        };
+        self.store
+            .put(Tree::Authorizations, record.id.as_bytes(), encode(&record))?;
+        write(&self.iam.authorizations).insert(record.id, record.clone());
+        Ok(record)
+    }
+
+    /// Lists authorizations, by creation time then id.
+    pub fn list_authorizations(
+        &self,
+        who: &Identity,
+        target: Option<InstanceId>,
+        source: Option<SourceService>,
+    ) -> Result<Vec<AuthorizationRecord>, KmsError> {
+        self.authorize(who, None, Action::ManageIam)?;
+        let mut all: Vec<AuthorizationRecord> = read(&self.iam.authorizations)
+            .values()
+            .filter(|a| target.is_none_or(|t| a.target == t))
+            .filter(|a| source.as_ref().is_none_or(|s| a.source == *s))
+            .cloned()
+            .collect();
+        all.sort_by_key(|a| (a.create_time, a.id));
+        Ok(all)
+    }
+
+    /// Deletes an authorization; the service loses access at once.
+    pub fn delete_authorization(
+        &self,
+        who: &Identity,
+        id: AuthorizationId,
+    ) -> Result<(), KmsError> {
+        self.authorize(who, None, Action::ManageIam)?;
+        let _guard = lock(&self.iam.mutation);
+        if !read(&self.iam.authorizations).contains_key(&id) {
+            return Err(KmsError::AuthorizationNotFound);
+        }
+        self.store.delete(Tree::Authorizations, id.as_bytes())?;
+        write(&self.iam.authorizations).remove(&id);
+        Ok(())
+    }
+
+    /// An identity's record.
+    pub fn identity_record(&self, id: IdentityId) -> Option<IdentityRecord> {
+        read(&self.iam.identities).get(&id).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_hierarchy() {
+        assert!(Role::Manager.grants(Role::Reader));
+        assert!(Role::Writer.grants(Role::ReaderPlus));
+        assert!(!Role::Reader.grants(Role::ReaderPlus));
+        assert!(!Role::Manager.grants(Role::KeyPurge));
+        assert!(!Role::KeyPurge.grants(Role::Reader));
+        assert!(Role::KeyPurge.grants(Role::KeyPurge));
+        assert!(Role::Administrator.grants(Role::KeyPurge));
+        assert!(!Role::Manager.grants(Role::Administrator));
+    }
+}

@@ -1,0 +1,996 @@
+//! Authentication and IAM end to end: the service-to-service seed scenario, the role x RPC
+//! matrix (no token, malformed, expired, forged and tampered tokens, each role, another
+//! instance's policy, a service with and without an authorization), API key -> token
+//! exchange and revocation, and identities recorded as creators and deleters.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use kmsim_proto::v1 as pb;
+use kmsim_server::auth::token::{Claims, assemble, parse, signing_input};
+use kmsim_server::clock::Clock;
+use kmsim_tests::{TestServer, assert_error, key_path, reason};
+use sim_hsm::p256::ecdsa::signature::Signer;
+use sim_hsm::p256::ecdsa::{Signature, SigningKey};
+use tonic::Code;
+
+const POSTGRES: &str = "databases-for-postgresql";
+const PG_DEPLOYMENT: &str =
+    "crn:v1:bluemix:public:databases-for-postgresql:us-south:a/kmsim:0b1c2d3e-pg-1::";
+
+/// A new user identity with `roles` on `instance` (no policy when empty), and its token.
+async fn user(server: &TestServer, instance: &str, roles: &[pb::Role]) -> (String, String) {
+    let created = server
+        .iam()
+        .create_api_key(pb::CreateApiKeyRequest {
+            kind: pb::IdentityKind::User as i32,
+            name: format!("user with {roles:?}"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let identity = created.api_key.unwrap().identity.unwrap().id;
+    if !roles.is_empty() {
+        server
+            .iam()
+            .create_access_policy(pb::CreateAccessPolicyRequest {
+                identity_id: identity.clone(),
+                instance: instance.to_owned(),
+                roles: roles.iter().map(|r| *r as i32).collect(),
+            })
+            .await
+            .unwrap();
+    }
+    (identity, token(server, &created.secret).await)
+}
+
+/// A new service identity of `service` acting for `source`, and its token.
+async fn service(server: &TestServer, service: &str, source: &str) -> (String, String) {
+    let created = server
+        .iam()
+        .create_api_key(pb::CreateApiKeyRequest {
+            kind: pb::IdentityKind::Service as i32,
+            name: service.to_owned(),
+            source_instance_crn: source.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let identity = created.api_key.unwrap().identity.unwrap().id;
+    (identity, token(server, &created.secret).await)
+}
+
+async fn token(server: &TestServer, api_key: &str) -> String {
+    server
+        .iam_as(None)
+        .create_token(pb::CreateTokenRequest {
+            api_key: api_key.to_owned(),
+            expires_in_seconds: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token
+}
+
+async fn authorize(server: &TestServer, instance: &str, source_crn: &str) -> String {
+    server
+        .iam()
+        .create_authorization(pb::CreateAuthorizationRequest {
+            source_service_name: POSTGRES.into(),
+            source_instance_crn: source_crn.into(),
+            target_instance: instance.to_owned(),
+            role: pb::Role::Reader as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .authorization
+        .unwrap()
+        .id
+}
+
+async fn wrap(server: &TestServer, token: &str, key: &str) -> Result<Vec<u8>, tonic::Status> {
+    server
+        .keys_as(Some(token))
+        .wrap_key(pb::WrapKeyRequest {
+            key: key.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().ciphertext)
+}
+
+#[tokio::test]
+async fn seed_scenario_a_database_service_needs_an_authorization() {
+    let server = TestServer::start().await;
+    let instance = server.instance().await;
+    let root = server.root_key(&instance).await;
+    let (_, pg) = service(&server, POSTGRES, PG_DEPLOYMENT).await;
+
+    // No authorization yet: the database service cannot wrap, unwrap or read the key.
+    let denied = assert_error(
+        wrap(&server, &pg, &root.crn).await,
+        Code::PermissionDenied,
+        "UNAUTHORIZED_ERR",
+    );
+    assert!(denied.message().contains("Reader"), "{denied:?}");
+    assert_error(
+        server
+            .keys_as(Some(&pg))
+            .get_key(pb::GetKeyRequest {
+                key: root.crn.clone(),
+            })
+            .await,
+        Code::PermissionDenied,
+        "UNAUTHORIZED_ERR",
+    );
+
+    // An authorization for another deployment of the same service does not count.
+    let other = authorize(
+        &server,
+        &instance,
+        "crn:v1:bluemix:public:databases-for-postgresql:us-south:a/kmsim:other-pg::",
+    )
+    .await;
+    assert_error(
+        wrap(&server, &pg, &root.crn).await,
+        Code::PermissionDenied,
+        "UNAUTHORIZED_ERR",
+    );
+
+    // Authorize the service (all its instances): wrap, unwrap and get work.
+    let authorization = authorize(&server, &instance, "").await;
+    let ciphertext = wrap(&server, &pg, &root.crn).await.unwrap();
+    let unwrapped = server
+        .keys_as(Some(&pg))
+        .unwrap_key(pb::UnwrapKeyRequest {
+            key: root.crn.clone(),
+            ciphertext: ciphertext.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(unwrapped.plaintext.len(), 32);
+    server
+        .keys_as(Some(&pg))
+        .get_key(pb::GetKeyRequest {
+            key: root.crn.clone(),
+        })
+        .await
+        .unwrap();
+    // Reader only: it cannot create or delete keys.
+    assert_error(
+        server
+            .keys_as(Some(&pg))
+            .rotate_key(pb::RotateKeyRequest {
+                key: root.crn.clone(),
+                ..Default::default()
+            })
+            .await,
+        Code::PermissionDenied,
+        "UNAUTHORIZED_ERR",
+    );
+    let listed = server
+        .iam()
+        .list_authorizations(pb::ListAuthorizationsRequest {
+            target_instance: instance.clone(),
+            source_service_name: POSTGRES.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.authorizations.len(), 2);
+
+    // Withdraw both authorizations: refused again, at once (the token is still cached).
+    for id in [authorization, other] {
+        server
+            .iam()
+            .delete_authorization(pb::DeleteAuthorizationRequest { id })
+            .await
+            .unwrap();
+    }
+    assert_error(
+        wrap(&server, &pg, &root.crn).await,
+        Code::PermissionDenied,
+        "UNAUTHORIZED_ERR",
+    );
+    assert_error(
+        server
+            .keys_as(Some(&pg))
+            .unwrap_key(pb::UnwrapKeyRequest {
+                key: root.crn.clone(),
+                ciphertext,
+                ..Default::default()
+            })
+            .await,
+        Code::PermissionDenied,
+        "UNAUTHORIZED_ERR",
+    );
+
+    // An authorization for this very deployment works too.
+    authorize(&server, &instance, PG_DEPLOYMENT).await;
+    wrap(&server, &pg, &root.crn).await.unwrap();
+}
+
+/// Every KeyService and InstanceService RPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rpc {
+    CreateKey,
+    GetKey,
+    ListKeys,
+    WrapKey,
+    UnwrapKey,
+    RewrapKey,
+    RotateKey,
+    ListKeyVersions,
+    DisableKey,
+    EnableKey,
+    DeleteKey,
+    RestoreKey,
+    PurgeKey,
+    CreateKeyAlias,
+    DeleteKeyAlias,
+    CreateImportToken,
+    GetImportToken,
+    CreateInstance,
+    GetInstance,
+    ListInstances,
+    DeleteInstance,
+}
+
+const RPCS: [Rpc; 21] = [
+    Rpc::CreateKey,
+    Rpc::GetKey,
+    Rpc::ListKeys,
+    Rpc::WrapKey,
+    Rpc::UnwrapKey,
+    Rpc::RewrapKey,
+    Rpc::RotateKey,
+    Rpc::ListKeyVersions,
+    Rpc::DisableKey,
+    Rpc::EnableKey,
+    Rpc::DeleteKey,
+    Rpc::RestoreKey,
+    Rpc::PurgeKey,
+    Rpc::CreateKeyAlias,
+    Rpc::DeleteKeyAlias,
+    Rpc::CreateImportToken,
+    Rpc::GetImportToken,
+    Rpc::CreateInstance,
+    Rpc::GetInstance,
+    Rpc::ListInstances,
+    Rpc::DeleteInstance,
+];
+
+impl Rpc {
+    /// The role Key Protect requires (`Administrator` for instance administration).
+    fn required(self) -> pb::Role {
+        match self {
+            Rpc::GetKey
+            | Rpc::ListKeys
+            | Rpc::WrapKey
+            | Rpc::UnwrapKey
+            | Rpc::RewrapKey
+            | Rpc::ListKeyVersions
+            | Rpc::GetInstance => pb::Role::Reader,
+            Rpc::CreateKey
+            | Rpc::RotateKey
+            | Rpc::CreateKeyAlias
+            | Rpc::DeleteKeyAlias
+            | Rpc::CreateImportToken
+            | Rpc::GetImportToken => pb::Role::Writer,
+            Rpc::DisableKey | Rpc::EnableKey | Rpc::DeleteKey | Rpc::RestoreKey => {
+                pb::Role::Manager
+            }
+            Rpc::PurgeKey => pb::Role::KeyPurge,
+            Rpc::CreateInstance | Rpc::ListInstances | Rpc::DeleteInstance => {
+                pb::Role::Administrator
+            }
+        }
+    }
+}
+
+/// What one matrix row holds.
+fn grants(held: pb::Role, required: pb::Role) -> bool {
+    let rank = |r: pb::Role| match r {
+        pb::Role::Reader => Some(1),
+        pb::Role::ReaderPlus => Some(2),
+        pb::Role::Writer => Some(3),
+        pb::Role::Manager => Some(4),
+        _ => None,
+    };
+    held == required || matches!((rank(held), rank(required)), (Some(h), Some(r)) if h >= r)
+}
+
+/// The keys and ciphertext one row of the matrix works on.
+struct Fixture {
+    instance: String,
+    root: pb::Key,
+    victim: pb::Key,
+    ciphertext: Vec<u8>,
+}
+
+async fn fixture(server: &TestServer) -> Fixture {
+    let instance = server.instance().await;
+    let root = server.root_key(&instance).await;
+    let victim = server.root_key(&instance).await;
+    let ciphertext = wrap(server, kmsim_tests::DEV_TOKEN, &root.crn)
+        .await
+        .unwrap();
+    Fixture {
+        instance,
+        root,
+        victim,
+        ciphertext,
+    }
+}
+
+async fn call(
+    server: &TestServer,
+    token: Option<&str>,
+    rpc: Rpc,
+    f: &Fixture,
+) -> Result<(), tonic::Status> {
+    let mut keys = server.keys_as(token);
+    let mut instances = server.instances_as(token);
+    let root = f.root.crn.clone();
+    match rpc {
+        Rpc::CreateKey => keys
+            .create_key(pb::CreateKeyRequest {
+                instance: f.instance.clone(),
+                name: "matrix".into(),
+                r#type: pb::KeyType::Root as i32,
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        Rpc::GetKey => keys
+            .get_key(pb::GetKeyRequest { key: root })
+            .await
+            .map(drop),
+        Rpc::ListKeys => keys
+            .list_keys(pb::ListKeysRequest {
+                instance: f.instance.clone(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        Rpc::WrapKey => keys
+            .wrap_key(pb::WrapKeyRequest {
+                key: root,
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        Rpc::UnwrapKey => keys
+            .unwrap_key(pb::UnwrapKeyRequest {
+                key: root,
+                ciphertext: f.ciphertext.clone(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        Rpc::RewrapKey => keys
+            .rewrap_key(pb::RewrapKeyRequest {
+                key: root,
+                ciphertext: f.ciphertext.clone(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        Rpc::RotateKey => keys
+            .rotate_key(pb::RotateKeyRequest {
+                key: root,
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        Rpc::ListKeyVersions => keys
+            .list_key_versions(pb::ListKeyVersionsRequest {
+                key: root,
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        Rpc::DisableKey => keys
+            .disable_key(pb::DisableKeyRequest {
+                key: f.victim.crn.clone(),
+            })
+            .await
+            .map(drop),
+        Rpc::EnableKey => keys
+            .enable_key(pb::EnableKeyRequest {
+                key: f.victim.crn.clone(),
+            })
+            .await
+            .map(drop),
+        Rpc::DeleteKey => keys
+            .delete_key(pb::DeleteKeyRequest {
+                key: f.victim.crn.clone(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        Rpc::RestoreKey => keys
+            .restore_key(pb::RestoreKeyRequest {
+                key: f.victim.crn.clone(),
+            })
+            .await
+            .map(drop),
+        Rpc::PurgeKey => keys
+            .purge_key(pb::PurgeKeyRequest {
+                key: f.victim.crn.clone(),
+            })
+            .await
+            .map(drop),
+        Rpc::CreateKeyAlias => keys
+            .create_key_alias(pb::CreateKeyAliasRequest {
+                key: root,
+                alias: "matrix-alias".into(),
+            })
+            .await
+            .map(drop),
+        Rpc::DeleteKeyAlias => keys
+            .delete_key_alias(pb::DeleteKeyAliasRequest {
+                key: root,
+                alias: "matrix-alias".into(),
+            })
+            .await
+            .map(drop),
+        Rpc::CreateImportToken => keys
+            .create_import_token(pb::CreateImportTokenRequest {
+                instance: f.instance.clone(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        Rpc::GetImportToken => keys
+            .get_import_token(pb::GetImportTokenRequest {
+                instance: f.instance.clone(),
+            })
+            .await
+            .map(drop),
+        Rpc::CreateInstance => instances
+            .create_instance(pb::CreateInstanceRequest {
+                name: "matrix".into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        Rpc::GetInstance => instances
+            .get_instance(pb::GetInstanceRequest {
+                instance: f.instance.clone(),
+            })
+            .await
+            .map(drop),
+        Rpc::ListInstances => instances
+            .list_instances(pb::ListInstancesRequest::default())
+            .await
+            .map(drop),
+        Rpc::DeleteInstance => instances
+            .delete_instance(pb::DeleteInstanceRequest {
+                instance: f.instance.clone(),
+                force: false,
+            })
+            .await
+            .map(drop),
+    }
+}
+
+/// Whether a result shows the call got past authentication and authorization (it may still
+/// fail for a domain reason, such as purging an active key).
+fn allowed(result: &Result<(), tonic::Status>) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(status) => !matches!(
+            status.code(),
+            Code::PermissionDenied | Code::Unauthenticated
+        ),
+    }
+}
+
+/// A token with the claims of `genuine`, signed by another P-256 key.
+fn forged(genuine: &str) -> String {
+    let claims: Claims = parse(genuine).unwrap().claims;
+    let key = SigningKey::from_slice(&[42u8; 32]).unwrap();
+    let input = signing_input(&claims);
+    let signature: Signature = key.sign(input.as_bytes());
+    assemble(&input, &signature.to_bytes())
+}
+
+/// `genuine`'s signature on claims that now say something else (a later expiry).
+fn tampered(genuine: &str) -> String {
+    let mut claims: Claims = parse(genuine).unwrap().claims;
+    claims.exp += 86_400;
+    let (_, signature) = genuine.rsplit_once('.').unwrap();
+    format!("{}.{signature}", signing_input(&claims))
+}
+
+#[tokio::test]
+async fn role_by_rpc_matrix() {
+    let server = TestServer::start().await;
+
+    // A token that verified once (so it is cached), then expired by the simulated clock.
+    let warmup = fixture(&server).await;
+    let created = server
+        .iam()
+        .create_api_key(pb::CreateApiKeyRequest {
+            kind: pb::IdentityKind::User as i32,
+            name: "expiring".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    server
+        .iam()
+        .create_access_policy(pb::CreateAccessPolicyRequest {
+            identity_id: created.api_key.unwrap().identity.unwrap().id,
+            instance: warmup.instance.clone(),
+            roles: vec![pb::Role::Manager as i32],
+        })
+        .await
+        .unwrap();
+    let expiring = server
+        .iam_as(None)
+        .create_token(pb::CreateTokenRequest {
+            api_key: created.secret,
+            expires_in_seconds: 60,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    call(&server, Some(&expiring), Rpc::GetKey, &warmup)
+        .await
+        .unwrap();
+    server.advance(Duration::from_secs(61));
+
+    let roles = [
+        pb::Role::Reader,
+        pb::Role::ReaderPlus,
+        pb::Role::Writer,
+        pb::Role::Manager,
+        pb::Role::KeyPurge,
+    ];
+    // One fixture for every row: each call is judged only on whether it got past
+    // authentication and authorization, which are checked before the key's state.
+    let f = fixture(&server).await;
+    let other = server.instance().await;
+    let (_, reader) = user(&server, &f.instance, &[pb::Role::Reader]).await;
+    let mut role_tokens = Vec::new();
+    for role in roles {
+        role_tokens.push((role, user(&server, &f.instance, &[role]).await.1));
+    }
+    let (_, outsider) = user(&server, &other, &[pb::Role::Manager, pb::Role::KeyPurge]).await;
+    let (_, pg) = service(&server, POSTGRES, PG_DEPLOYMENT).await;
+    for rpc in RPCS {
+        // Unauthenticated callers.
+        let cases: [(&str, Option<&str>, &str); 5] = [
+            ("no token", None, "UNAUTHORIZED_ERR"),
+            (
+                "malformed",
+                Some("not-a-token"),
+                "BEARER_SUB_EXTRACTION_ERR",
+            ),
+            ("expired", Some(&expiring), "UNAUTHORIZED_ERR"),
+            ("forged", Some(&forged(&reader)), "UNAUTHORIZED_ERR"),
+            ("tampered", Some(&tampered(&reader)), "UNAUTHORIZED_ERR"),
+        ];
+        for (what, token, expected) in cases {
+            let result = call(&server, token, rpc, &f).await;
+            let status = result.expect_err(&format!("{rpc:?} with {what} token succeeded"));
+            assert_eq!(status.code(), Code::Unauthenticated, "{rpc:?} {what}");
+            assert_eq!(reason(&status).as_deref(), Some(expected), "{rpc:?} {what}");
+        }
+
+        // Each role on the instance.
+        for (role, token) in &role_tokens {
+            let role = *role;
+            let result = call(&server, Some(token), rpc, &f).await;
+            let expected = grants(role, rpc.required());
+            assert_eq!(
+                allowed(&result),
+                expected,
+                "{rpc:?} as {role:?}: {result:?}"
+            );
+            if !expected {
+                assert_error(result, Code::PermissionDenied, "UNAUTHORIZED_ERR");
+            }
+        }
+
+        // A Manager of another instance reaches nothing here.
+        assert_error(
+            call(&server, Some(&outsider), rpc, &f).await,
+            Code::PermissionDenied,
+            "UNAUTHORIZED_ERR",
+        );
+
+        // A service identity: nothing without an authorization, Reader with one.
+        assert_error(
+            call(&server, Some(&pg), rpc, &f).await,
+            Code::PermissionDenied,
+            "UNAUTHORIZED_ERR",
+        );
+        let authorization = authorize(&server, &f.instance, PG_DEPLOYMENT).await;
+        let result = call(&server, Some(&pg), rpc, &f).await;
+        assert_eq!(
+            allowed(&result),
+            rpc.required() == pb::Role::Reader,
+            "{rpc:?} as an authorized service: {result:?}"
+        );
+        server
+            .iam()
+            .delete_authorization(pb::DeleteAuthorizationRequest { id: authorization })
+            .await
+            .unwrap();
+
+        // The admin may do everything.
+        let result = call(&server, Some(kmsim_tests::DEV_TOKEN), rpc, &f).await;
+        assert!(allowed(&result), "{rpc:?} as admin: {result:?}");
+    }
+}
+
+#[tokio::test]
+async fn reader_gets_metadata_and_reader_plus_the_payload() {
+    let server = TestServer::start().await;
+    let instance = server.instance().await;
+    let standard = server
+        .keys()
+        .create_key(pb::CreateKeyRequest {
+            instance: instance.clone(),
+            name: "standard".into(),
+            r#type: pb::KeyType::Standard as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    let get = |token: String| {
+        let mut keys = server.keys_as(Some(&token));
+        let crn = standard.crn.clone();
+        async move {
+            keys.get_key(pb::GetKeyRequest { key: crn })
+                .await
+                .unwrap()
+                .into_inner()
+                .key
+                .unwrap()
+        }
+    };
+    let (_, reader) = user(&server, &instance, &[pb::Role::Reader]).await;
+    let (_, reader_plus) = user(&server, &instance, &[pb::Role::ReaderPlus]).await;
+    let as_reader = get(reader).await;
+    assert_eq!(as_reader.id, standard.id);
+    assert!(as_reader.payload.is_empty(), "a Reader gets no payload");
+    assert_eq!(get(reader_plus).await.payload.len(), 32);
+}
+
+#[tokio::test]
+async fn api_key_exchange_and_revocation() {
+    let server = TestServer::start().await;
+    let instance = server.instance().await;
+    let root = server.root_key(&instance).await;
+
+    let created = server
+        .iam()
+        .create_api_key(pb::CreateApiKeyRequest {
+            kind: pb::IdentityKind::User as i32,
+            name: "alice@example.com".into(),
+            description: "alice's laptop".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let api_key = created.api_key.unwrap();
+    let identity = api_key.identity.unwrap();
+    server
+        .iam()
+        .create_access_policy(pb::CreateAccessPolicyRequest {
+            identity_id: identity.id.clone(),
+            instance: instance.clone(),
+            roles: vec![pb::Role::Writer as i32],
+        })
+        .await
+        .unwrap();
+
+    // The exchange: a bearer token with an expiry by the server's clock.
+    let response = server
+        .iam_as(None)
+        .create_token(pb::CreateTokenRequest {
+            api_key: created.secret.clone(),
+            expires_in_seconds: 600,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.token_type, "Bearer");
+    assert_eq!(response.identity.unwrap().id, identity.id);
+    let expires = response.expiration_time.unwrap();
+    assert_eq!(
+        expires.seconds * 1000,
+        server.clock.now().as_millis() + 600_000
+    );
+    let token = response.access_token;
+    assert_eq!(token.split('.').count(), 3, "a compact JWT");
+    wrap(&server, &token, &root.crn).await.unwrap();
+
+    // A second key of the same identity.
+    let second = server
+        .iam()
+        .create_api_key(pb::CreateApiKeyRequest {
+            identity_id: identity.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.api_key.unwrap().identity.unwrap().id, identity.id);
+    let second_token = crate::token(&server, &second.secret).await;
+
+    // Wrong secrets are refused.
+    let mut wrong = created.secret.clone();
+    wrong.pop();
+    wrong.push('x');
+    for bad in [wrong.as_str(), "kmsim-ak-nope", "hunter2"] {
+        assert_error(
+            server
+                .iam_as(None)
+                .create_token(pb::CreateTokenRequest {
+                    api_key: bad.into(),
+                    expires_in_seconds: 0,
+                })
+                .await,
+            Code::Unauthenticated,
+            "UNAUTHORIZED_ERR",
+        );
+    }
+
+    // Deleting the API key revokes its (cached) token at once, and the key itself.
+    server
+        .iam()
+        .delete_api_key(pb::DeleteApiKeyRequest {
+            id: api_key.id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_error(
+        wrap(&server, &token, &root.crn).await,
+        Code::Unauthenticated,
+        "UNAUTHORIZED_ERR",
+    );
+    assert_error(
+        server
+            .iam_as(None)
+            .create_token(pb::CreateTokenRequest {
+                api_key: created.secret,
+                expires_in_seconds: 0,
+            })
+            .await,
+        Code::Unauthenticated,
+        "UNAUTHORIZED_ERR",
+    );
+    // The identity's other key still works, until the identity is deleted.
+    wrap(&server, &second_token, &root.crn).await.unwrap();
+    server
+        .iam()
+        .delete_identity(pb::DeleteIdentityRequest {
+            id: identity.id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_error(
+        wrap(&server, &second_token, &root.crn).await,
+        Code::Unauthenticated,
+        "UNAUTHORIZED_ERR",
+    );
+    let policies = server
+        .iam()
+        .list_access_policies(pb::ListAccessPoliciesRequest {
+            identity_id: identity.id,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        policies.policies.is_empty(),
+        "the identity's policies went with it"
+    );
+}
+
+#[tokio::test]
+async fn iam_is_for_administrators_and_policies_are_validated() {
+    let server = TestServer::start().await;
+    let instance = server.instance().await;
+    let (_, manager) = user(&server, &instance, &[pb::Role::Manager]).await;
+    assert_error(
+        server
+            .iam_as(Some(&manager))
+            .create_api_key(pb::CreateApiKeyRequest {
+                kind: pb::IdentityKind::User as i32,
+                name: "escalation".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::PermissionDenied,
+        "UNAUTHORIZED_ERR",
+    );
+    assert_error(
+        server
+            .iam_as(None)
+            .list_authorizations(pb::ListAuthorizationsRequest::default())
+            .await,
+        Code::Unauthenticated,
+        "UNAUTHORIZED_ERR",
+    );
+
+    // Service identities act through authorizations, not policies.
+    let (pg, _) = service(&server, POSTGRES, "").await;
+    let status = assert_error(
+        server
+            .iam()
+            .create_access_policy(pb::CreateAccessPolicyRequest {
+                identity_id: pg,
+                instance: instance.clone(),
+                roles: vec![pb::Role::Reader as i32],
+            })
+            .await,
+        Code::InvalidArgument,
+        "BAD_BODY_ERR",
+    );
+    assert_eq!(kmsim_tests::violated_fields(&status), ["identity_id"]);
+    // Only Reader can be authorized.
+    let status = assert_error(
+        server
+            .iam()
+            .create_authorization(pb::CreateAuthorizationRequest {
+                source_service_name: POSTGRES.into(),
+                target_instance: instance.clone(),
+                role: pb::Role::Writer as i32,
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "BAD_BODY_ERR",
+    );
+    assert_eq!(kmsim_tests::violated_fields(&status), ["role"]);
+
+    // A user made Administrator may manage instances.
+    let (admin_id, admin) = user(&server, &instance, &[]).await;
+    server
+        .iam()
+        .create_access_policy(pb::CreateAccessPolicyRequest {
+            identity_id: admin_id,
+            instance: String::new(),
+            roles: vec![pb::Role::Administrator as i32],
+        })
+        .await
+        .unwrap();
+    server
+        .instances_as(Some(&admin))
+        .list_instances(pb::ListInstancesRequest::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn identities_are_recorded_and_instances_are_isolated() {
+    let server = TestServer::start().await;
+    let instance = server.instance().await;
+    let other = server.instance().await;
+    let (writer_id, writer) = user(&server, &instance, &[pb::Role::Writer]).await;
+    let (manager_id, manager) = user(&server, &instance, &[pb::Role::Manager]).await;
+    let key = server
+        .keys_as(Some(&writer))
+        .create_key(pb::CreateKeyRequest {
+            instance: instance.clone(),
+            name: "recorded".into(),
+            r#type: pb::KeyType::Root as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    assert_eq!(key.created_by, writer_id);
+    let deleted = server
+        .keys_as(Some(&manager))
+        .delete_key(pb::DeleteKeyRequest {
+            key: key.crn.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    assert_eq!(deleted.deleted_by, manager_id);
+
+    // A Manager of the other instance cannot reach this instance's key through a path that
+    // names its own instance either: the key is not in that instance.
+    let (_, outsider) = user(&server, &other, &[pb::Role::Manager]).await;
+    assert_error(
+        server
+            .keys_as(Some(&outsider))
+            .get_key(pb::GetKeyRequest {
+                key: key_path(&other, &key.id),
+            })
+            .await,
+        Code::NotFound,
+        "KEY_NOT_FOUND_ERR",
+    );
+    assert_error(
+        server
+            .keys_as(Some(&outsider))
+            .get_key(pb::GetKeyRequest {
+                key: key_path(&instance, &key.id),
+            })
+            .await,
+        Code::PermissionDenied,
+        "UNAUTHORIZED_ERR",
+    );
+}
+
+/// An HSM wipe destroys IAM's token-signing key: tokens signed before it stop working, and
+/// API keys (stored outside the HSM) exchange for new tokens that work.
+#[tokio::test]
+async fn tokens_signed_before_an_hsm_wipe_stop_verifying() {
+    let server = TestServer::start().await;
+    let mut iam = server.iam();
+    let created = iam
+        .create_api_key(pb::CreateApiKeyRequest {
+            kind: pb::IdentityKind::User as i32,
+            name: "operator".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let api_key = created.secret.clone();
+    let token = iam
+        .create_token(pb::CreateTokenRequest {
+            api_key: api_key.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    // Valid before the wipe (the identity has no role: a permission refusal, not an
+    // authentication one).
+    let before = server
+        .instances_as(Some(&token))
+        .list_instances(pb::ListInstancesRequest::default())
+        .await;
+    assert_eq!(before.unwrap_err().code(), Code::PermissionDenied);
+    server.hsm().zeroize(pb::ZeroizeRequest {}).await.unwrap();
+    let after = server
+        .instances_as(Some(&token))
+        .list_instances(pb::ListInstancesRequest::default())
+        .await;
+    assert_eq!(after.unwrap_err().code(), Code::Unauthenticated);
+    let renewed = iam
+        .create_token(pb::CreateTokenRequest {
+            api_key,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let again = server
+        .instances_as(Some(&renewed))
+        .list_instances(pb::ListInstancesRequest::default())
+        .await;
+    assert_eq!(again.unwrap_err().code(), Code::PermissionDenied);
+}
