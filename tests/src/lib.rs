@@ -227,6 +227,24 @@ impl Drop for TestServer {
     }
 }
 
+/// A configuration over `dir` (persistent sled storage) with the master key `master`, the
+/// given HSM PINs and `clock`, accepting the development token: for restart scenarios.
+pub fn persistent_config(
+    dir: &std::path::Path,
+    master: [u8; 32],
+    credentials: &kmsim_server::kms::keystore::HsmCredentials,
+    clock: Arc<SimulatedClock>,
+) -> Config {
+    let mut config = Config::persistent(
+        dir.to_path_buf(),
+        sim_hsm::DevMasterKey::from_bytes(master),
+        credentials.clone(),
+    );
+    config.clock = clock;
+    config.dev_token = true;
+    config
+}
+
 /// The development token every harness client sends by default.
 pub const DEV_TOKEN: &str = kmsim_server::auth::DEV_TOKEN;
 

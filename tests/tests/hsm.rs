@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use kmsim_proto::v1 as pb;
 use kmsim_server::clock::{SimulatedClock, Timestamp};
-use kmsim_server::config::{Config, random_credentials};
+use kmsim_server::config::random_credentials;
 use kmsim_tests::{TestServer, assert_error, violated_fields};
-use sim_hsm::DevMasterKey;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -312,21 +311,6 @@ async fn tamper_destroys_every_keys_material_and_keeps_metadata() {
         .unwrap();
 }
 
-fn persistent(
-    dir: &std::path::Path,
-    credentials: &kmsim_server::kms::keystore::HsmCredentials,
-    clock: Arc<SimulatedClock>,
-) -> Config {
-    let mut config = Config::persistent(
-        dir.to_path_buf(),
-        DevMasterKey::from_bytes([0x61; 32]),
-        credentials.clone(),
-    );
-    config.clock = clock;
-    config.dev_token = true;
-    config
-}
-
 #[tokio::test]
 async fn zeroized_keystores_stay_destroyed_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -335,7 +319,10 @@ async fn zeroized_keystores_stay_destroyed_across_a_restart() {
         let clock = Arc::new(SimulatedClock::new(Timestamp::from_millis(
             1_767_225_600_000,
         )));
-        TestServer::start_with(persistent(dir.path(), &credentials, clock.clone()), clock)
+        TestServer::start_with(
+            kmsim_tests::persistent_config(dir.path(), [0x61; 32], &credentials, clock.clone()),
+            clock,
+        )
     };
     let server = start().await;
     let instance = server.instance().await;

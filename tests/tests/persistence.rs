@@ -8,25 +8,8 @@ use std::sync::Arc;
 
 use kmsim_proto::v1 as pb;
 use kmsim_server::clock::{SimulatedClock, Timestamp};
-use kmsim_server::config::{Config, random_credentials};
+use kmsim_server::config::random_credentials;
 use kmsim_tests::{TestServer, key_path};
-use sim_hsm::DevMasterKey;
-
-fn config(
-    dir: &std::path::Path,
-    key: [u8; 32],
-    credentials: &kmsim_server::kms::keystore::HsmCredentials,
-    clock: Arc<SimulatedClock>,
-) -> Config {
-    let mut config = Config::persistent(
-        dir.to_path_buf(),
-        DevMasterKey::from_bytes(key),
-        credentials.clone(),
-    );
-    config.clock = clock;
-    config.dev_token = true;
-    config
-}
 
 #[tokio::test]
 async fn restart_keeps_instances_keys_versions_and_aliases() {
@@ -38,7 +21,7 @@ async fn restart_keeps_instances_keys_versions_and_aliases() {
     )));
 
     let server = TestServer::start_with(
-        config(dir.path(), master, &credentials, clock.clone()),
+        kmsim_tests::persistent_config(dir.path(), master, &credentials, clock.clone()),
         clock.clone(),
     )
     .await;
@@ -105,7 +88,7 @@ async fn restart_keeps_instances_keys_versions_and_aliases() {
     server.stop().await;
 
     let server = TestServer::start_with(
-        config(dir.path(), master, &credentials, clock.clone()),
+        kmsim_tests::persistent_config(dir.path(), master, &credentials, clock.clone()),
         clock.clone(),
     )
     .await;
@@ -189,7 +172,12 @@ async fn restart_keeps_instances_keys_versions_and_aliases() {
     server.stop().await;
 
     // Another master key cannot open the keystore.
-    let result = kmsim_server::open(&config(dir.path(), [0x43; 32], &credentials, clock));
+    let result = kmsim_server::open(&kmsim_tests::persistent_config(
+        dir.path(),
+        [0x43; 32],
+        &credentials,
+        clock,
+    ));
     assert!(
         result.is_err(),
         "a foreign master key must not open the state"

@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use kmsim_proto::v1 as pb;
 use kmsim_server::clock::{SimulatedClock, Timestamp};
-use kmsim_server::config::{Config, random_credentials};
+use kmsim_server::config::random_credentials;
 use kmsim_tests::{TestServer, assert_error, violated_fields};
-use sim_hsm::DevMasterKey;
 use tonic::Code;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -247,35 +246,26 @@ async fn the_system_clock_cannot_be_moved() {
     );
 }
 
-fn persistent(
-    dir: &std::path::Path,
-    credentials: &kmsim_server::kms::keystore::HsmCredentials,
-    clock: Arc<SimulatedClock>,
-) -> Config {
-    let mut config = Config::persistent(
-        dir.to_path_buf(),
-        DevMasterKey::from_bytes([0x51; 32]),
-        credentials.clone(),
-    );
-    config.clock = clock;
-    config.dev_token = true;
-    config
-}
-
 #[tokio::test]
 async fn a_restart_never_moves_the_simulated_clock_backwards() {
     let dir = tempfile::tempdir().unwrap();
     let credentials = random_credentials();
     let clock = Arc::new(SimulatedClock::new(Timestamp::from_millis(START)));
-    let server =
-        TestServer::start_with(persistent(dir.path(), &credentials, clock.clone()), clock).await;
+    let server = TestServer::start_with(
+        kmsim_tests::persistent_config(dir.path(), [0x51; 32], &credentials, clock.clone()),
+        clock,
+    )
+    .await;
     server.advance_rpc(10 * DAY).await;
     server.stop().await;
 
     // Restarted with the original start time: the stored, later time wins.
     let clock = Arc::new(SimulatedClock::new(Timestamp::from_millis(START)));
-    let server =
-        TestServer::start_with(persistent(dir.path(), &credentials, clock.clone()), clock).await;
+    let server = TestServer::start_with(
+        kmsim_tests::persistent_config(dir.path(), [0x51; 32], &credentials, clock.clone()),
+        clock,
+    )
+    .await;
     let now = server
         .simulator()
         .get_time(pb::GetTimeRequest {})
@@ -289,8 +279,11 @@ async fn a_restart_never_moves_the_simulated_clock_backwards() {
     // Restarted with a later start time: that one wins.
     let later = after_ten_days + 3_600_000;
     let clock = Arc::new(SimulatedClock::new(Timestamp::from_millis(later)));
-    let server =
-        TestServer::start_with(persistent(dir.path(), &credentials, clock.clone()), clock).await;
+    let server = TestServer::start_with(
+        kmsim_tests::persistent_config(dir.path(), [0x51; 32], &credentials, clock.clone()),
+        clock,
+    )
+    .await;
     let now = server
         .simulator()
         .get_time(pb::GetTimeRequest {})
