@@ -734,7 +734,7 @@ async fn api_key_exchange_and_revocation() {
         .unwrap()
         .into_inner();
     assert_eq!(second.api_key.unwrap().identity.unwrap().id, identity.id);
-    let second_token = token(&server, &second.secret).await;
+    let second_token = self::token(&server, &second.secret).await;
 
     // Wrong secrets are refused.
     let mut wrong = created.secret.clone();
