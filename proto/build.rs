@@ -12,6 +12,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "kmsim/v1/simulator.proto",
         "kmsim/v1/hsm.proto",
         "kmsim/v1/iam.proto",
+        "kmsim/v1/policy.proto",
+        "kmsim/v1/lifecycle.proto",
+        "kmsim/v1/audit.proto",
+        "kmsim/v1/registration.proto",
+        "kmsim/v1/event.proto",
         // Only for reflection: tonic-types provides the Rust types of these messages.
         "google/rpc/error_details.proto",
     ]

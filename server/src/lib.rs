@@ -23,10 +23,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kmsim_proto::v1::event_service_server::EventServiceServer;
 use kmsim_proto::v1::hsm_service_server::HsmServiceServer;
 use kmsim_proto::v1::iam_service_server::IamServiceServer;
 use kmsim_proto::v1::instance_service_server::InstanceServiceServer;
 use kmsim_proto::v1::key_service_server::KeyServiceServer;
+use kmsim_proto::v1::registration_service_server::RegistrationServiceServer;
 use kmsim_proto::v1::simulator_service_server::SimulatorServiceServer;
 use sim_hsm::{Hsm, ModuleState};
 use tokio::net::TcpListener;
@@ -193,6 +195,12 @@ pub async fn serve_kms(
             &kms,
         ))))
         .add_service(IamServiceServer::new(grpc::iam::Iam::new(Arc::clone(&kms))))
+        .add_service(RegistrationServiceServer::new(
+            grpc::registrations::Registrations::new(Arc::clone(&kms)),
+        ))
+        .add_service(EventServiceServer::new(grpc::events::Events::new(
+            Arc::clone(&kms),
+        )))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     let _ = stop_background.send(true);
@@ -215,6 +223,8 @@ async fn watch_health(
         "kmsim.v1.SimulatorService",
         "kmsim.v1.HsmService",
         "kmsim.v1.IamService",
+        "kmsim.v1.RegistrationService",
+        "kmsim.v1.EventService",
     ];
     let mut last = None;
     loop {

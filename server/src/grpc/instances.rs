@@ -130,4 +130,18 @@ impl InstanceService for Instances {
         .await?;
         Ok(Response::new(pb::DeleteInstanceResponse {}))
     }
+
+    async fn set_instance_policies(
+        &self,
+        request: Request<pb::SetInstancePoliciesRequest>,
+    ) -> Result<Response<pb::SetInstancePoliciesResponse>, Status> {
+        crate::grpc::policies::set_instance_policies(&self.kms, request).await
+    }
+
+    async fn get_instance_policies(
+        &self,
+        request: Request<pb::GetInstancePoliciesRequest>,
+    ) -> Result<Response<pb::GetInstancePoliciesResponse>, Status> {
+        crate::grpc::policies::get_instance_policies(&self.kms, request).await
+    }
 }

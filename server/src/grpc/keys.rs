@@ -564,4 +564,39 @@ impl KeyService for Keys {
             token: Some(token_to_proto(&view)),
         }))
     }
+
+    async fn sync_key(
+        &self,
+        request: Request<pb::SyncKeyRequest>,
+    ) -> Result<Response<pb::SyncKeyResponse>, Status> {
+        crate::grpc::lifecycle::sync_key(&self.kms, request).await
+    }
+
+    async fn set_key_policies(
+        &self,
+        request: Request<pb::SetKeyPoliciesRequest>,
+    ) -> Result<Response<pb::SetKeyPoliciesResponse>, Status> {
+        crate::grpc::policies::set_key_policies(&self.kms, request).await
+    }
+
+    async fn get_key_policies(
+        &self,
+        request: Request<pb::GetKeyPoliciesRequest>,
+    ) -> Result<Response<pb::GetKeyPoliciesResponse>, Status> {
+        crate::grpc::policies::get_key_policies(&self.kms, request).await
+    }
+
+    async fn set_key_for_deletion(
+        &self,
+        request: Request<pb::SetKeyForDeletionRequest>,
+    ) -> Result<Response<pb::SetKeyForDeletionResponse>, Status> {
+        crate::grpc::policies::set_key_for_deletion(&self.kms, request).await
+    }
+
+    async fn unset_key_for_deletion(
+        &self,
+        request: Request<pb::UnsetKeyForDeletionRequest>,
+    ) -> Result<Response<pb::UnsetKeyForDeletionResponse>, Status> {
+        crate::grpc::policies::unset_key_for_deletion(&self.kms, request).await
+    }
 }

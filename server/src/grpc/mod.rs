@@ -2,10 +2,15 @@
 //! typed values once, calls the domain, and maps the result (or the `KmsError`, through the
 //! one mapping in `error`) back to protobuf. Nothing below this module knows protobuf.
 
+pub mod audit;
+pub mod events;
 pub mod hsm;
 pub mod iam;
 pub mod instances;
 pub mod keys;
+pub mod lifecycle;
+pub mod policies;
+pub mod registrations;
 pub mod simulator;
 
 use std::str::FromStr;
