@@ -54,6 +54,7 @@ mod client;
 pub mod datakey;
 mod error;
 mod refs;
+mod registrations;
 pub mod secure_import;
 
 #[cfg(test)]

@@ -209,6 +209,33 @@ pub enum KmsError {
     /// No such service-to-service authorization.
     #[error("authorization not found")]
     AuthorizationNotFound,
+    /// Registrations apply to root keys only.
+    #[error("registrations apply to root keys only")]
+    RegistrationRootKeyRequired,
+    /// Only service identities may do this (users, admins included, may not).
+    #[error("only service identities (through a service-to-service authorization) may do this")]
+    ServiceOnly,
+    /// A key version that is not one of the key's, or older than the registration's.
+    #[error("the key version is not a version of the key or is older than the registration's")]
+    KeyVersionInvalid,
+    /// The resource is already registered with the key.
+    #[error("the resource is already registered with this key")]
+    RegistrationExists,
+    /// No such registration (or it is soft-deleted, for an update).
+    #[error("registration not found")]
+    RegistrationNotFound,
+    /// The key protects registered resources: delete it with `force`.
+    #[error("the key protects registered resources; use force to delete it anyway")]
+    ProtectedResource,
+    /// A registration prevents deleting the key, even with `force`.
+    #[error("a registration prevents deleting this key, even with force")]
+    PreventKeyDeletion,
+    /// No such lifecycle event.
+    #[error("lifecycle event not found")]
+    LifecycleEventNotFound,
+    /// The lifecycle event was already acknowledged or has failed.
+    #[error("the lifecycle event was already acknowledged or has failed")]
+    LifecycleEventSettled,
     /// The HSM refused or failed the operation.
     #[error("HSM failure: {0}")]
     Hsm(#[from] sim_hsm::HsmError),
@@ -280,6 +307,19 @@ impl KmsError {
             Self::ApiKeyNotFound => (Code::NotFound, "API_KEY_NOT_FOUND_ERR", 404),
             Self::PolicyNotFound => (Code::NotFound, "POLICY_NOT_FOUND_ERR", 404),
             Self::AuthorizationNotFound => (Code::NotFound, "AUTHORIZATION_NOT_FOUND_ERR", 404),
+            Self::RegistrationRootKeyRequired => {
+                (Code::FailedPrecondition, "KEY_ROOT_REQ_REG_ERR", 422)
+            }
+            Self::ServiceOnly => (Code::PermissionDenied, "SERVICE_ONLY_ERR", 403),
+            Self::KeyVersionInvalid => (Code::FailedPrecondition, "KEY_VERSION_INVALID", 422),
+            Self::RegistrationExists => (Code::AlreadyExists, "REGISTRATION_EXISTS_ERR", 409),
+            Self::RegistrationNotFound => (Code::NotFound, "REGISTRATION_NOT_FOUND_ERR", 404),
+            Self::ProtectedResource => (Code::FailedPrecondition, "PROTECTED_RESOURCE_ERR", 409),
+            Self::PreventKeyDeletion => (Code::FailedPrecondition, "PREV_KEY_DEL_ERR", 409),
+            Self::LifecycleEventNotFound => (Code::NotFound, "LIFECYCLE_EVENT_NOT_FOUND_ERR", 404),
+            Self::LifecycleEventSettled => {
+                (Code::FailedPrecondition, "LIFECYCLE_EVENT_SETTLED_ERR", 409)
+            }
             Self::Hsm(error) => classify_hsm(error),
             Self::Store(_) => (Code::Unavailable, "STORAGE_ERR", 503),
         }
@@ -385,6 +425,15 @@ impl From<KmsError> for Status {
             | KmsError::ApiKeyNotFound
             | KmsError::PolicyNotFound
             | KmsError::AuthorizationNotFound
+            | KmsError::RegistrationRootKeyRequired
+            | KmsError::ServiceOnly
+            | KmsError::KeyVersionInvalid
+            | KmsError::RegistrationExists
+            | KmsError::RegistrationNotFound
+            | KmsError::ProtectedResource
+            | KmsError::PreventKeyDeletion
+            | KmsError::LifecycleEventNotFound
+            | KmsError::LifecycleEventSettled
             | KmsError::Store(_) => {}
         }
         details.set_error_info(reason, ERROR_DOMAIN, metadata);

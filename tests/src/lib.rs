@@ -15,10 +15,12 @@ use kmsim_proto::v1 as pb;
 use kmsim_server::Config;
 use kmsim_server::clock::{SimulatedClock, Timestamp};
 use kmsim_server::kms::Kms;
+use pb::event_service_client::EventServiceClient;
 use pb::hsm_service_client::HsmServiceClient;
 use pb::iam_service_client::IamServiceClient;
 use pb::instance_service_client::InstanceServiceClient;
 use pb::key_service_client::KeyServiceClient;
+use pb::registration_service_client::RegistrationServiceClient;
 use pb::simulator_service_client::SimulatorServiceClient;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -130,6 +132,29 @@ impl TestServer {
     /// An IamService client sending `token`.
     pub fn iam_as(&self, token: Option<&str>) -> IamServiceClient<AuthenticatedChannel> {
         IamServiceClient::with_interceptor(self.channel(), Self::auth(token))
+    }
+
+    /// A RegistrationService client acting as the admin (development token).
+    pub fn registrations(&self) -> RegistrationServiceClient<AuthenticatedChannel> {
+        self.registrations_as(Some(DEV_TOKEN))
+    }
+
+    /// A RegistrationService client sending `token`.
+    pub fn registrations_as(
+        &self,
+        token: Option<&str>,
+    ) -> RegistrationServiceClient<AuthenticatedChannel> {
+        RegistrationServiceClient::with_interceptor(self.channel(), Self::auth(token))
+    }
+
+    /// An EventService client acting as the admin (development token).
+    pub fn events(&self) -> EventServiceClient<AuthenticatedChannel> {
+        self.events_as(Some(DEV_TOKEN))
+    }
+
+    /// An EventService client sending `token`.
+    pub fn events_as(&self, token: Option<&str>) -> EventServiceClient<AuthenticatedChannel> {
+        EventServiceClient::with_interceptor(self.channel(), Self::auth(token))
     }
 
     /// A SimulatorService client.

@@ -137,6 +137,17 @@ pub enum Action {
     /// Simulator and HSM administration: the clock, faults, reset, self-tests, tamper and
     /// zeroize.
     Administer,
+    /// Create, update or delete a registration (service identities only, through an
+    /// authorization, which grants `Reader`).
+    ManageRegistrations,
+    /// List registrations.
+    ListRegistrations,
+    /// Watch lifecycle events.
+    WatchLifecycleEvents,
+    /// Acknowledge a lifecycle event (service identities only).
+    AckLifecycleEvent,
+    /// Re-send a key's last lifecycle event (`SyncKey`).
+    SyncKey,
 }
 
 impl Action {
@@ -160,6 +171,11 @@ impl Action {
             | Action::ManageImportToken => Role::Writer,
             Action::SetKeyState | Action::DeleteKey | Action::RestoreKey => Role::Manager,
             Action::PurgeKey => Role::KeyPurge,
+            Action::ManageRegistrations
+            | Action::ListRegistrations
+            | Action::WatchLifecycleEvents
+            | Action::AckLifecycleEvent => Role::Reader,
+            Action::SyncKey => Role::Writer,
         }
     }
 }

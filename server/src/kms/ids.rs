@@ -229,6 +229,10 @@ uuid_id!(
     /// A service-to-service authorization's id.
     AuthorizationId
 );
+uuid_id!(
+    /// A lifecycle event's id.
+    LifecycleEventId
+);
 
 /// The CRN of a resource of any service, such as a database deployment: `crn:v1:` and eight
 /// more `:`-separated fields, the service name (fifth field) not empty, at most 512 characters.

@@ -13,6 +13,7 @@ use crate::error::{FieldProblem, KmsError};
 use crate::kms::iam::Action as Permission;
 use crate::kms::ids::{Alias, Crn, InstanceRef, KeyId, KeyRef, KeyVersionId};
 use crate::kms::keystore::{MaterialUse, SecureImportInput};
+use crate::kms::lifecycle::LifecycleKind;
 use crate::kms::records::{
     AliasRecord, Deletion, InstanceRecord, KeyKind, KeyRecord, Lifecycle, ROTATION_COOL_DOWN,
     STATE_CHANGE_GUARD, VersionRecord,
@@ -386,7 +387,7 @@ impl Kms {
         material: Option<Material>,
     ) -> Result<KeyView, KmsError> {
         self.authorize(who, Some(key.instance()), Permission::RotateKey)?;
-        self.mutate(key, |instance, record, state, now| {
+        let view = self.mutate(key, |instance, record, state, now| {
             Action::Rotate.check(record.id, state)?;
             if record.kind != KeyKind::Root {
                 return Err(KmsError::RootKeyRequired);
@@ -438,7 +439,9 @@ impl Kms {
             next.last_rotate_time = Some(now);
             next.update_time = now;
             Ok(next)
-        })
+        })?;
+        self.emit_lifecycle(&view.record, LifecycleKind::Rotate)?;
+        Ok(view)
     }
 
     /// A key's versions, newest first.
@@ -456,20 +459,22 @@ impl Kms {
     /// Disables (suspends) an active key.
     pub fn disable_key(&self, who: &Identity, key: &KeyRef) -> Result<KeyView, KmsError> {
         self.authorize(who, Some(key.instance()), Permission::SetKeyState)?;
-        self.mutate(key, |_, record, state, now| {
+        let view = self.mutate(key, |_, record, state, now| {
             Action::Disable.check(record.id, state)?;
             let mut next = record.clone();
             next.state = KeyState::Suspended;
             next.disable_time = Some(now);
             next.update_time = now;
             Ok(next)
-        })
+        })?;
+        self.emit_lifecycle(&view.record, LifecycleKind::Disable)?;
+        Ok(view)
     }
 
     /// Enables a suspended key, 30 seconds or more after it was disabled.
     pub fn enable_key(&self, who: &Identity, key: &KeyRef) -> Result<KeyView, KmsError> {
         self.authorize(who, Some(key.instance()), Permission::SetKeyState)?;
-        self.mutate(key, |_, record, state, now| {
+        let view = self.mutate(key, |_, record, state, now| {
             Action::Enable.check(record.id, state)?;
             if let Some(disabled) = record.disable_time {
                 let allowed = disabled.plus(STATE_CHANGE_GUARD);
@@ -486,20 +491,24 @@ impl Kms {
             next.state = KeyState::Active;
             next.update_time = now;
             Ok(next)
-        })
+        })?;
+        self.emit_lifecycle(&view.record, LifecycleKind::Enable)?;
+        Ok(view)
     }
 
-    /// Deletes (soft) a key. `force` is accepted for the registrations that will guard
-    /// deletion; with no registrations it changes nothing.
+    /// Deletes (soft) a key. Registrations guard deletion
+    /// ([`Kms::check_registrations_allow_delete`]): `force` overrides them unless one
+    /// prevents key deletion; with no registrations `force` changes nothing.
     pub fn delete_key(
         &self,
         who: &Identity,
         key: &KeyRef,
-        _force: bool,
+        force: bool,
     ) -> Result<KeyView, KmsError> {
         self.authorize(who, Some(key.instance()), Permission::DeleteKey)?;
-        self.mutate(key, |_, record, state, now| {
+        let view = self.mutate(key, |_, record, state, now| {
             Action::Delete.check(record.id, state)?;
+            self.check_registrations_allow_delete(record.id, force)?;
             let mut next = record.clone();
             next.state = KeyState::Destroyed;
             next.deletion = Some(Deletion {
@@ -508,14 +517,16 @@ impl Kms {
             });
             next.update_time = now;
             Ok(next)
-        })
+        })?;
+        self.emit_lifecycle(&view.record, LifecycleKind::Delete)?;
+        Ok(view)
     }
 
     /// Restores a deleted key within 30 days (and 30 seconds or more after the delete). It
     /// comes back Active, or Deactivated if it has expired meanwhile.
     pub fn restore_key(&self, who: &Identity, key: &KeyRef) -> Result<KeyView, KmsError> {
         self.authorize(who, Some(key.instance()), Permission::RestoreKey)?;
-        self.mutate(key, |_, record, state, now| {
+        let view = self.mutate(key, |_, record, state, now| {
             Action::Restore.check(record.id, state)?;
             let deletion = record
                 .deletion
@@ -536,7 +547,9 @@ impl Kms {
             next.disable_time = None;
             next.update_time = now;
             Ok(next)
-        })
+        })?;
+        self.emit_lifecycle(&view.record, LifecycleKind::Restore)?;
+        Ok(view)
     }
 
     /// Purges a deleted key 4 hours or more after deletion: every version's material is

@@ -11,7 +11,9 @@ mod import;
 mod instances;
 pub mod keys;
 pub mod keystore;
+pub mod lifecycle;
 pub mod records;
+pub mod registrations;
 pub mod scheduler;
 mod simulator;
 pub mod state;
@@ -127,6 +129,8 @@ pub struct Kms {
     /// Injected fault rules, applied by the gRPC layer.
     faults: Arc<crate::faults::Faults>,
     iam: iam::IamState,
+    registrations: registrations::RegistrationState,
+    lifecycle: lifecycle::LifecycleState,
 }
 
 /// Locks a mutex, recovering from poisoning: every critical section either completes its
@@ -190,6 +194,8 @@ impl Kms {
             firing: Mutex::new(()),
             clock_admin: Mutex::new(()),
             faults: Arc::default(),
+            registrations: registrations::RegistrationState::default(),
+            lifecycle: lifecycle::LifecycleState::default(),
         };
         kms.restore_clock()?;
         kms.load()?;
@@ -239,6 +245,8 @@ impl Kms {
         }
         *write(&self.instances) = instances;
         *write(&self.keys) = keys;
+        self.load_registrations()?;
+        self.load_lifecycle()?;
         Ok(())
     }
 
@@ -358,8 +366,17 @@ impl Kms {
     pub(crate) fn fire_due_timers_locked(&self) -> Result<usize, KmsError> {
         let now = self.now();
         let mut changed = 0;
-        for key in self.scheduler.take_due(now) {
-            if self.settle_key(key, now)? {
+        for subject in self.scheduler.take_due(now) {
+            let fired = match subject {
+                scheduler::TimerSubject::Key(key) => self.settle_key(key, now)?,
+                scheduler::TimerSubject::Registrations(key) => {
+                    self.settle_registrations(key, now)?
+                }
+                scheduler::TimerSubject::LifecycleAck(sequence) => {
+                    self.expire_lifecycle_ack(sequence, now)?
+                }
+            };
+            if fired {
                 changed += 1;
             }
         }
@@ -413,6 +430,7 @@ impl Kms {
                 keystore.destroy(sim_hsm::ObjectHandle(version.handle))?;
             }
         }
+        self.drop_registrations(record.id)?;
         self.store.delete(Tree::Keys, record.id.as_bytes())?;
         {
             let mut aliases = write(&instance.aliases);

@@ -115,7 +115,8 @@ impl Kms {
         Ok(ClockMove { now, timers_fired })
     }
 
-    /// Wipes all state: every instance, key and import token (records and index), every
+    /// Wipes all state: every instance, key, import token, registration and lifecycle event
+    /// (records and index), every
     /// fault rule, and every HSM token (the HSM is zeroized, its self-test failure injection cleared, its
     /// self-tests re-run, and the master key re-activated). The clock keeps its time.
     ///
@@ -130,7 +131,13 @@ impl Kms {
             keys: keys.len(),
         };
         let mut changes = Vec::new();
-        for tree in [Tree::Instances, Tree::Keys, Tree::ImportTokens] {
+        for tree in [
+            Tree::Instances,
+            Tree::Keys,
+            Tree::ImportTokens,
+            Tree::Registrations,
+            Tree::LifecycleEvents,
+        ] {
             for (key, _) in self.store.scan_prefix(tree, b"")? {
                 changes.push(Change::Delete { tree, key });
             }
@@ -143,6 +150,8 @@ impl Kms {
         }
         *instances = HashMap::new();
         *keys = HashMap::new();
+        self.clear_registrations();
+        self.clear_lifecycle();
         self.scheduler.clear();
         self.hsm.set_self_test_failure(None);
         self.hsm.reset();

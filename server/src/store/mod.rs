@@ -29,11 +29,15 @@ pub enum Tree {
     AccessPolicies,
     /// Service-to-service authorizations, keyed by authorization id bytes.
     Authorizations,
+    /// Registrations, keyed by key id bytes followed by the resource CRN.
+    Registrations,
+    /// Lifecycle events, keyed by big-endian sequence number.
+    LifecycleEvents,
 }
 
 impl Tree {
     /// Every tree.
-    pub const ALL: [Tree; 9] = [
+    pub const ALL: [Tree; 11] = [
         Tree::Instances,
         Tree::Keys,
         Tree::ImportTokens,
@@ -43,6 +47,8 @@ impl Tree {
         Tree::ApiKeys,
         Tree::AccessPolicies,
         Tree::Authorizations,
+        Tree::Registrations,
+        Tree::LifecycleEvents,
     ];
 
     /// The tree's name on disk.
@@ -57,6 +63,8 @@ impl Tree {
             Tree::ApiKeys => "iam_api_keys",
             Tree::AccessPolicies => "iam_access_policies",
             Tree::Authorizations => "iam_authorizations",
+            Tree::Registrations => "registrations",
+            Tree::LifecycleEvents => "lifecycle_events",
         }
     }
 }
