@@ -20,12 +20,13 @@ pub(crate) const PG_2: &str =
     "crn:v1:bluemix:public:databases-for-postgresql:us-south:a/kmsim:pg-deployment-2::";
 const NINE_DAYS: Duration = Duration::from_secs(9 * 24 * 3600);
 
-async fn token(server: &TestServer, api_key: &str) -> String {
+/// A token for `api_key`, valid for a day of the simulated clock (the longest allowed).
+pub(crate) async fn token(server: &TestServer, api_key: &str) -> String {
     server
         .iam_as(None)
         .create_token(pb::CreateTokenRequest {
             api_key: api_key.to_owned(),
-            expires_in_seconds: 0,
+            expires_in_seconds: 86_400,
         })
         .await
         .unwrap()
@@ -35,6 +36,11 @@ async fn token(server: &TestServer, api_key: &str) -> String {
 
 /// A new service identity of `databases-for-postgresql` acting for `source`; its token.
 pub(crate) async fn service(server: &TestServer, source: &str) -> String {
+    token(server, &service_key(server, source).await).await
+}
+
+/// A new service identity of `databases-for-postgresql` acting for `source`; its API key.
+pub(crate) async fn service_key(server: &TestServer, source: &str) -> String {
     let created = server
         .iam()
         .create_api_key(pb::CreateApiKeyRequest {
@@ -46,7 +52,7 @@ pub(crate) async fn service(server: &TestServer, source: &str) -> String {
         .await
         .unwrap()
         .into_inner();
-    token(server, &created.secret).await
+    created.secret
 }
 
 /// A new user with `roles` on `instance`; its token.
@@ -419,7 +425,8 @@ async fn registrations_guard_key_deletion() {
     let server = TestServer::start().await;
     let instance = server.instance().await;
     authorize(&server, &instance).await;
-    let pg = service(&server, PG_1).await;
+    let pg_key = service_key(&server, PG_1).await;
+    let pg = token(&server, &pg_key).await;
 
     // A live registration blocks a plain delete; force deletes anyway (cryptoshredding).
     let live = server.root_key(&instance).await;
@@ -496,6 +503,8 @@ async fn registrations_guard_key_deletion() {
     server.advance_rpc(Duration::from_secs(61)).await;
     assert!(list_by_key(&server, &soft.crn).await.is_empty());
     delete_key(&server, &soft.crn, false).await.unwrap();
+    // Nine days later the deployment's token has expired: it gets a new one.
+    let pg = token(&server, &pg_key).await;
 
     // retain_for zero removes at once.
     let quick = server.root_key(&instance).await;
