@@ -101,3 +101,72 @@ async fn a_deployment_follows_rotation_and_is_shredded_with_its_key() {
     assert_eq!(kms.reason(), Some("KEY_NOT_FOUND_ERR"));
     assert!(matches!(pg.read("users/1"), Err(DataKeyError::Locked)));
 }
+
+#[tokio::test]
+async fn a_registered_deployment_answers_rotation_and_guards_its_key_through_soft_deletion() {
+    use crate::registrations::{PG_1, authorize, service_key, token};
+
+    let server = TestServer::start().await;
+    let instance = server.instance().await;
+    let root = server.root_key(&instance).await;
+    authorize(&server, &instance).await;
+    let api_key = service_key(&server, PG_1).await;
+    let service = server
+        .client()
+        .with_bearer_token(&token(&server, &api_key).await)
+        .unwrap();
+    let mut pg = Deployment::provision(server.client(), "pg-1", root.crn.parse().unwrap())
+        .await
+        .unwrap();
+    pg.write("users/1", b"alice").unwrap();
+    let registration = pg.register(service.clone(), PG_1).await.unwrap();
+    assert_eq!(registration.key_version_id, pg.key_version());
+    let mut events = service.watch_lifecycle_events(PG_1, 0).await.unwrap();
+
+    // The key rotates: the deployment is told, rewraps, moves its registration forward and
+    // acknowledges in agreement.
+    let rotated = server
+        .keys()
+        .rotate_key(pb::RotateKeyRequest {
+            key: root.crn.clone(),
+            material: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), events.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let acked = pg.handle_lifecycle_event(&event).await.unwrap().unwrap();
+    assert_eq!(
+        acked.status,
+        pb::LifecycleDeliveryStatus::Acknowledged as i32
+    );
+    let new_version = rotated.current_version.unwrap().id;
+    assert_eq!(pg.key_version(), new_version);
+    let root_ref: kmsim_client::KeyRef = root.crn.parse().unwrap();
+    let listed = server
+        .client()
+        .list_key_registrations(&root_ref)
+        .await
+        .unwrap();
+    assert_eq!(listed[0].key_version_id, new_version);
+    assert_eq!(pg.read("users/1").unwrap().as_deref(), Some(&b"alice"[..]));
+
+    // Deprovisioned: the registration stays through the 9-day soft deletion, guarding the key.
+    let retained = pg
+        .deprovision(Duration::from_secs(9 * 24 * 3600))
+        .await
+        .unwrap();
+    assert!(retained.unwrap().deleted);
+    let refused = server.client().delete(&root_ref, false).await.unwrap_err();
+    assert_eq!(refused.reason(), Some("PROTECTED_RESOURCE_ERR"));
+    server
+        .advance_rpc(Duration::from_secs(9 * 24 * 3600 + 1))
+        .await;
+    server.client().delete(&root_ref, false).await.unwrap();
+}
