@@ -444,3 +444,36 @@ async fn a_stream_resumes_after_a_sequence_number_across_a_restart() {
     drop((replay, resumed));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn reset_wipes_registrations_and_lifecycle_events() {
+    let server = TestServer::start().await;
+    let instance = server.instance().await;
+    let root = server.root_key(&instance).await;
+    authorize(&server, &instance).await;
+    let pg = service(&server, PG_1).await;
+    register(&server, &pg, &root.crn, PG_1, false)
+        .await
+        .unwrap();
+    rotate(&server, &root.crn).await;
+    let before = {
+        let mut stream = watch(&server, kmsim_tests::DEV_TOKEN, "", 0).await;
+        next(&mut stream).await
+    };
+    server.simulator().reset(pb::ResetRequest {}).await.unwrap();
+
+    let registrations = server
+        .registrations()
+        .list_registrations(pb::ListRegistrationsRequest {
+            key: String::new(),
+            resource_crn: PG_1.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .registrations;
+    assert!(registrations.is_empty());
+    let mut stream = watch(&server, kmsim_tests::DEV_TOKEN, "", 0).await;
+    nothing_more(&mut stream).await;
+    assert!(server.kms.lifecycle_event(before.event_id.parse().unwrap()).is_none());
+}
