@@ -9,6 +9,7 @@ mod faults;
 mod hsm;
 mod iam;
 mod persistence;
+mod policies;
 mod rotation;
 mod service_surface;
 mod simulator;
