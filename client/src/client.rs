@@ -164,11 +164,11 @@ pub struct RewrappedKey {
 pub struct KmsClient {
     channel: Channel,
     auth: BearerAuth,
-    instances: InstanceServiceClient<AuthenticatedChannel>,
-    keys: KeyServiceClient<AuthenticatedChannel>,
+    pub(crate) instances: InstanceServiceClient<AuthenticatedChannel>,
+    pub(crate) keys: KeyServiceClient<AuthenticatedChannel>,
 }
 
-fn required<T>(value: Option<T>, field: &'static str) -> Result<T, ClientError> {
+pub(crate) fn required<T>(value: Option<T>, field: &'static str) -> Result<T, ClientError> {
     value.ok_or(ClientError::MalformedResponse(field))
 }
 

@@ -53,6 +53,7 @@ pub mod cli;
 mod client;
 pub mod datakey;
 mod error;
+mod policies;
 mod refs;
 mod registrations;
 pub mod secure_import;

@@ -347,6 +347,41 @@ impl KeyService for FakeKeyService {
     ) -> Result<Response<GetImportTokenResponse>, Status> {
         unimplemented()
     }
+
+    async fn sync_key(
+        &self,
+        _: Request<SyncKeyRequest>,
+    ) -> Result<Response<SyncKeyResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn set_key_policies(
+        &self,
+        _: Request<SetKeyPoliciesRequest>,
+    ) -> Result<Response<SetKeyPoliciesResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn get_key_policies(
+        &self,
+        _: Request<GetKeyPoliciesRequest>,
+    ) -> Result<Response<GetKeyPoliciesResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn set_key_for_deletion(
+        &self,
+        _: Request<SetKeyForDeletionRequest>,
+    ) -> Result<Response<SetKeyForDeletionResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn unset_key_for_deletion(
+        &self,
+        _: Request<UnsetKeyForDeletionRequest>,
+    ) -> Result<Response<UnsetKeyForDeletionResponse>, Status> {
+        unimplemented()
+    }
 }
 
 #[cfg(test)]

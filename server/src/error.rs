@@ -236,6 +236,28 @@ pub enum KmsError {
     /// The lifecycle event was already acknowledged or has failed.
     #[error("the lifecycle event was already acknowledged or has failed")]
     LifecycleEventSettled,
+    /// `SetKeyForDeletion` or `UnsetKeyForDeletion` on a key without a dual-authorization
+    /// delete policy.
+    #[error("the key has no dual-authorization delete policy")]
+    NotDualAuth,
+    /// Deleting a key with a dual-authorization delete policy that no other identity set for
+    /// deletion within the last 7 days.
+    #[error(
+        "deleting this key needs a second authorization: another Manager must set it for deletion first, within 7 days"
+    )]
+    AuthorizationsNotMet,
+    /// Disabling the dual-authorization delete policy of a key that has it.
+    #[error("a key's dual-authorization delete policy cannot be disabled once enabled")]
+    DualAuthPolicyPermanent,
+    /// A rotation policy on an imported key.
+    #[error("rotation policies apply only to root keys whose material the service generated")]
+    ImportedKeyRotationPolicy,
+    /// The instance's key create/import access policy forbids this key.
+    #[error("the instance's key create/import access policy forbids this ({})", denied.as_str())]
+    KeyCreateImportAccess {
+        /// The rule that forbids it.
+        denied: crate::kms::policies::CreateImportRule,
+    },
     /// The HSM refused or failed the operation.
     #[error("HSM failure: {0}")]
     Hsm(#[from] sim_hsm::HsmError),
@@ -320,6 +342,23 @@ impl KmsError {
             Self::LifecycleEventSettled => {
                 (Code::FailedPrecondition, "LIFECYCLE_EVENT_SETTLED_ERR", 409)
             }
+            Self::NotDualAuth => (Code::FailedPrecondition, "NOT_DUAL_AUTH_ERR", 409),
+            Self::AuthorizationsNotMet => (Code::FailedPrecondition, "AUTHORIZATIONS_NOT_MET", 409),
+            Self::DualAuthPolicyPermanent => (
+                Code::FailedPrecondition,
+                "DUAL_AUTH_POLICY_PERMANENT_ERR",
+                409,
+            ),
+            Self::ImportedKeyRotationPolicy => (
+                Code::FailedPrecondition,
+                "KEY_IMPORTED_ROTATION_POLICY_ERR",
+                400,
+            ),
+            Self::KeyCreateImportAccess { .. } => (
+                Code::FailedPrecondition,
+                "KEY_CREATE_IMPORT_ACCESS_ERR",
+                409,
+            ),
             Self::Hsm(error) => classify_hsm(error),
             Self::Store(_) => (Code::Unavailable, "STORAGE_ERR", 503),
         }
@@ -406,6 +445,9 @@ impl From<KmsError> for Status {
             KmsError::PermissionDenied { required } => {
                 metadata.insert("required_role".to_owned(), required.as_str().to_owned());
             }
+            KmsError::KeyCreateImportAccess { denied } => {
+                metadata.insert("denied".to_owned(), denied.as_str().to_owned());
+            }
             KmsError::KeyNotFound
             | KmsError::KeyExpired
             | KmsError::UnprocessableCiphertext
@@ -434,6 +476,10 @@ impl From<KmsError> for Status {
             | KmsError::PreventKeyDeletion
             | KmsError::LifecycleEventNotFound
             | KmsError::LifecycleEventSettled
+            | KmsError::NotDualAuth
+            | KmsError::AuthorizationsNotMet
+            | KmsError::DualAuthPolicyPermanent
+            | KmsError::ImportedKeyRotationPolicy
             | KmsError::Store(_) => {}
         }
         details.set_error_info(reason, ERROR_DOMAIN, metadata);

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use crate::clock::Timestamp;
 use crate::error::{FieldProblem, KmsError};
-use crate::grpc::{blocking, caller, page_size, page_token, parse, text};
+use crate::grpc::{blocking, caller, page_size, page_token, parse, policies, text};
 use crate::kms::ids::{Alias, InstanceRef, KeyId, KeyRef};
 use crate::kms::keys::KeySearch;
 use crate::kms::keystore::SecureImportInput;
@@ -86,6 +86,8 @@ pub fn key_to_proto(view: &KeyView) -> pb::Key {
         version_count: i32::try_from(record.versions.len()).unwrap_or(i32::MAX),
         created_by: record.created_by.clone(),
         deleted_by: deletion.map(|d| d.by.clone()).unwrap_or_default(),
+        dual_auth_delete: Some(policies::dual_auth_to_proto(record, view.now)),
+        rotation: policies::key_rotation_to_proto(record, &view.crn),
     }
 }
 

@@ -134,6 +134,12 @@ pub enum Action {
     RestoreKey,
     /// Purge a deleted key.
     PurgeKey,
+    /// Set key or instance policies.
+    ManagePolicies,
+    /// Read key or instance policies.
+    ReadPolicies,
+    /// Set or unset a key for deletion (dual-authorization delete).
+    AuthorizeDeletion,
     /// Simulator and HSM administration: the clock, faults, reset, self-tests, tamper and
     /// zeroize.
     Administer,
@@ -163,13 +169,18 @@ impl Action {
             | Action::ListKeys
             | Action::GetKey
             | Action::ListKeyVersions
+            | Action::ReadPolicies
             | Action::UseKey => Role::Reader,
             Action::ReadPayload => Role::ReaderPlus,
             Action::CreateKey
             | Action::RotateKey
             | Action::ManageAliases
             | Action::ManageImportToken => Role::Writer,
-            Action::SetKeyState | Action::DeleteKey | Action::RestoreKey => Role::Manager,
+            Action::SetKeyState
+            | Action::DeleteKey
+            | Action::RestoreKey
+            | Action::ManagePolicies
+            | Action::AuthorizeDeletion => Role::Manager,
             Action::PurgeKey => Role::KeyPurge,
             Action::ManageRegistrations
             | Action::ListRegistrations

@@ -41,6 +41,7 @@ impl Kms {
             region: new.region.unwrap_or_else(|| self.defaults.region.clone()),
             account: new.account.unwrap_or_else(|| self.defaults.account.clone()),
             create_time: self.now(),
+            policies: Default::default(),
         };
         let keystore = Keystore::create(&self.hsm, record.id, &self.credentials)?;
         self.store
@@ -53,6 +54,7 @@ impl Kms {
                 aliases: RwLock::new(HashMap::new()),
                 import_token: Mutex::new(None),
                 mutation: Mutex::new(()),
+                policies: RwLock::new(Default::default()),
             }),
         );
         Ok(record)

@@ -233,6 +233,7 @@ impl Kms {
                 return Err(KmsError::AliasNotUnique);
             }
         }
+        self.check_create_import_access(&instance, new.kind, &new.material)?;
         let id = KeyId::from_uuid(self.new_id());
         let version = KeyVersionId::from_uuid(self.new_id());
         let usage = match new.kind {
@@ -270,6 +271,7 @@ impl Kms {
             disable_time: None,
             deletion: None,
             created_by: who.id.to_string(),
+            policies: self.initial_key_policies(&instance, new.kind, imported, who, now),
         };
         let entry = Arc::new(KeyEntry::new(record.clone()));
         let committed = match self.commit_key(&entry, record) {
@@ -357,7 +359,7 @@ impl Kms {
 
     /// Applies a mutation to one key under its mutation lock: `change` sees the current record
     /// and its effective state and returns the new record, which is written durably.
-    fn mutate<F>(&self, key: &KeyRef, change: F) -> Result<KeyView, KmsError>
+    pub(crate) fn mutate<F>(&self, key: &KeyRef, change: F) -> Result<KeyView, KmsError>
     where
         F: FnOnce(&InstanceEntry, &KeyRecord, KeyState, Timestamp) -> Result<KeyRecord, KmsError>,
     {
@@ -387,7 +389,32 @@ impl Kms {
         material: Option<Material>,
     ) -> Result<KeyView, KmsError> {
         self.authorize(who, Some(key.instance()), Permission::RotateKey)?;
-        let view = self.mutate(key, |instance, record, state, now| {
+        let (instance, entry) = self.resolve(key)?;
+        let _guard = lock(&entry.mutation);
+        let record = entry.snapshot();
+        let now = self.now();
+        let state = match record.state_at(now) {
+            Lifecycle::Live(state) => state,
+            Lifecycle::Purged => return Err(KmsError::KeyNotFound),
+        };
+        let committed = self.rotate_locked(&instance, &entry, &record, state, now, material)?;
+        Ok(self.view(&instance.record, committed, state, now))
+    }
+
+    /// The one rotation, manual (`RotateKey`) or automatic (rotation policy): checks the
+    /// state, the root kind and the hourly limit, makes the new version's material (generated,
+    /// or `material` for an imported key), and writes the record durably. The caller holds
+    /// the key's mutation lock and has read `record` and its effective `state` under it.
+    pub(crate) fn rotate_locked(
+        &self,
+        instance: &InstanceEntry,
+        entry: &KeyEntry,
+        record: &KeyRecord,
+        state: KeyState,
+        now: Timestamp,
+        material: Option<Material>,
+    ) -> Result<Arc<KeyRecord>, KmsError> {
+        let next = {
             Action::Rotate.check(record.id, state)?;
             if record.kind != KeyKind::Root {
                 return Err(KmsError::RootKeyRequired);
@@ -438,10 +465,12 @@ impl Kms {
             });
             next.last_rotate_time = Some(now);
             next.update_time = now;
-            Ok(next)
-        })?;
-        self.emit_lifecycle(&view.record, LifecycleKind::Rotate)?;
-        Ok(view)
+            next
+        };
+        let committed = self.commit_key(entry, next)?;
+        // Manual and automatic rotations alike notify the registered resources.
+        self.emit_lifecycle(&committed, LifecycleKind::Rotate)?;
+        Ok(committed)
     }
 
     /// A key's versions, newest first.
@@ -510,6 +539,7 @@ impl Kms {
             Action::Delete.check(record.id, state)?;
             self.check_registrations_allow_delete(record.id, force)?;
             let mut next = record.clone();
+            crate::kms::policies::take_deletion_authorization(&mut next, who, now)?;
             next.state = KeyState::Destroyed;
             next.deletion = Some(Deletion {
                 time: now,

@@ -12,6 +12,7 @@ mod instances;
 pub mod keys;
 pub mod keystore;
 pub mod lifecycle;
+pub mod policies;
 pub mod records;
 pub mod registrations;
 pub mod scheduler;
@@ -61,6 +62,8 @@ pub(crate) struct InstanceEntry {
     pub(crate) import_token: Mutex<Option<ImportTokenRecord>>,
     /// Serialises instance-wide mutations (key creation with aliases, alias changes).
     pub(crate) mutation: Mutex<()>,
+    /// The instance's policies, current (the record holds them as last loaded).
+    pub(crate) policies: RwLock<policies::InstancePolicies>,
 }
 
 impl InstanceEntry {
@@ -221,6 +224,7 @@ impl Kms {
             instances.insert(
                 record.id,
                 Arc::new(InstanceEntry {
+                    policies: RwLock::new(record.policies.clone()),
                     record,
                     keystore: RwLock::new(keystore),
                     aliases: RwLock::new(HashMap::new()),
@@ -393,7 +397,7 @@ impl Kms {
             return Ok(false);
         };
         let _guard = lock(&entry.mutation);
-        let record = entry.snapshot();
+        let (record, policy_changed) = self.settle_policies(&entry, entry.snapshot(), now)?;
         match record.state_at(now) {
             Lifecycle::Purged => {
                 let instance = self.instance(record.instance)?;
@@ -411,7 +415,7 @@ impl Kms {
                 if let Some(deadline) = record.next_deadline().filter(|d| *d > now) {
                     self.scheduler.schedule(deadline, key);
                 }
-                Ok(false)
+                Ok(policy_changed)
             }
         }
     }

@@ -10,6 +10,7 @@ use crate::clock::Timestamp;
 use crate::kms::ids::{
     AccountId, Alias, Crn, ImportTokenId, InstanceId, KeyId, KeyVersionId, Region, ServiceName,
 };
+use crate::kms::policies::{InstancePolicies, KeyPolicies};
 use crate::kms::state::KeyState;
 
 /// Purge is allowed this long after deletion.
@@ -57,6 +58,9 @@ pub struct InstanceRecord {
     pub account: AccountId,
     /// Creation time.
     pub create_time: Timestamp,
+    /// Instance policies (the live copy is `InstanceEntry::policies`).
+    #[serde(default)]
+    pub policies: InstancePolicies,
 }
 
 impl InstanceRecord {
@@ -156,6 +160,10 @@ pub struct KeyRecord {
     pub deletion: Option<Deletion>,
     /// Creator identity.
     pub created_by: String,
+    /// Rotation and dual-authorization delete policies, and a pending authorization to
+    /// delete.
+    #[serde(default)]
+    pub policies: KeyPolicies,
 }
 
 /// A key's effective condition at some time.
@@ -198,11 +206,15 @@ impl KeyRecord {
 
     /// The next time at which the effective state changes by itself, if any.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        match (self.state, &self.deletion, self.expiration_time) {
+        let lifecycle = match (self.state, &self.deletion, self.expiration_time) {
             (KeyState::Destroyed, Some(deletion), _) => Some(deletion.purge_scheduled_time()),
             (KeyState::Active, _, Some(expiry)) => Some(expiry),
             _ => None,
-        }
+        };
+        [lifecycle, self.policy_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 

@@ -55,11 +55,13 @@ pub enum Action {
     Purge,
     /// Add or remove an alias.
     ManageAliases,
+    /// Set policies, set or unset the key for deletion.
+    ManagePolicies,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 12] = [
+    pub const ALL: [Action; 13] = [
         Action::Get,
         Action::ListVersions,
         Action::Rotate,
@@ -72,6 +74,7 @@ impl Action {
         Action::Restore,
         Action::Purge,
         Action::ManageAliases,
+        Action::ManagePolicies,
     ];
 
     /// Whether Key Protect allows this action in `state`.
@@ -84,7 +87,7 @@ impl Action {
             }
             Action::Wrap | Action::Disable => state == Active,
             Action::Enable => state == Suspended,
-            Action::Delete | Action::ManageAliases => {
+            Action::Delete | Action::ManageAliases | Action::ManagePolicies => {
                 matches!(state, Active | Suspended | Deactivated)
             }
             Action::Restore | Action::Purge => state == Destroyed,
@@ -112,7 +115,7 @@ mod tests {
     fn matrix_matches_key_protect() {
         use KeyState::*;
         // (action, [Active, Suspended, Deactivated, Destroyed]) from reference section 1.6.
-        let expected: [(Action, [bool; 4]); 12] = [
+        let expected: [(Action, [bool; 4]); 13] = [
             (Action::Get, [true, true, true, true]),
             (Action::ListVersions, [true, true, true, true]),
             (Action::Rotate, [true, false, true, false]),
@@ -125,6 +128,7 @@ mod tests {
             (Action::Restore, [false, false, false, true]),
             (Action::Purge, [false, false, false, true]),
             (Action::ManageAliases, [true, true, true, false]),
+            (Action::ManagePolicies, [true, true, true, false]),
         ];
         for (action, row) in expected {
             for (state, allowed) in [Active, Suspended, Deactivated, Destroyed]

@@ -11,6 +11,7 @@ mod iam;
 mod lifecycle;
 mod persistence;
 mod registrations;
+mod policies;
 mod rotation;
 mod service_surface;
 mod simulator;
