@@ -475,5 +475,10 @@ async fn reset_wipes_registrations_and_lifecycle_events() {
     assert!(registrations.is_empty());
     let mut stream = watch(&server, kmsim_tests::DEV_TOKEN, "", 0).await;
     nothing_more(&mut stream).await;
-    assert!(server.kms.lifecycle_event(before.event_id.parse().unwrap()).is_none());
+    assert!(
+        server
+            .kms
+            .lifecycle_event(before.event_id.parse().unwrap())
+            .is_none()
+    );
 }
