@@ -13,6 +13,7 @@ pub mod keys;
 pub mod keystore;
 pub mod records;
 pub mod scheduler;
+mod seeding;
 mod simulator;
 pub mod state;
 mod wrap;
@@ -127,6 +128,8 @@ pub struct Kms {
     /// Injected fault rules, applied by the gRPC layer.
     faults: Arc<crate::faults::Faults>,
     iam: iam::IamState,
+    /// Ids, secrets and salts (seeded under `--deterministic`).
+    pub(crate) random: crate::random::Randomness,
 }
 
 /// Locks a mutex, recovering from poisoning: every critical section either completes its
@@ -175,8 +178,11 @@ impl Kms {
         dev_token: bool,
     ) -> Result<Self, KmsError> {
         let iam = iam::IamState::open(&hsm, store.as_ref(), &credentials, dev_token)?;
+        let random = crate::random::Randomness::default();
         let kms = Self {
             iam,
+            faults: Arc::new(crate::faults::Faults::with_random(random.clone())),
+            random,
             hsm,
             master_key,
             store,
@@ -189,7 +195,6 @@ impl Kms {
             scheduler: Scheduler::default(),
             firing: Mutex::new(()),
             clock_admin: Mutex::new(()),
-            faults: Arc::default(),
         };
         kms.restore_clock()?;
         kms.load()?;
@@ -342,7 +347,12 @@ impl Kms {
     }
 
     pub(crate) fn new_id(&self) -> uuid::Uuid {
-        uuid::Uuid::new_v4()
+        self.random.uuid()
+    }
+
+    /// The server's random source (ids, API-key secrets and salts).
+    pub fn randomness(&self) -> &crate::random::Randomness {
+        &self.random
     }
 
     /// Fires every timer due at the clock's current time: Active keys past expiry are written
