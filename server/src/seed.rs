@@ -148,11 +148,14 @@ enum RawKind {
     Standard,
 }
 
+/// `{hex: ...}` or `{base64: ...}` (a struct, not an enum: YAML would want a tag).
 #[derive(Deserialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
-enum RawMaterial {
-    Hex(String),
-    Base64(String),
+#[serde(deny_unknown_fields)]
+struct RawMaterial {
+    #[serde(default)]
+    hex: Option<String>,
+    #[serde(default)]
+    base64: Option<String>,
 }
 
 impl std::fmt::Debug for RawMaterial {
@@ -322,12 +325,18 @@ fn unique<T: std::hash::Hash + Eq>(
 
 fn decode_material(entry: &str, raw: &RawMaterial) -> Result<Zeroizing<Vec<u8>>, SeedError> {
     use base64::Engine;
-    let bytes = match raw {
-        RawMaterial::Hex(text) => hex::decode(text.trim())
+    let bytes = match (&raw.hex, &raw.base64) {
+        (Some(text), None) => hex::decode(text.trim())
             .map_err(|_| SeedError::new(entry, "field `material.hex` is not hex"))?,
-        RawMaterial::Base64(text) => base64::engine::general_purpose::STANDARD
+        (None, Some(text)) => base64::engine::general_purpose::STANDARD
             .decode(text.trim())
             .map_err(|_| SeedError::new(entry, "field `material.base64` is not base64"))?,
+        _ => {
+            return Err(SeedError::new(
+                entry,
+                "field `material` needs exactly one of `hex` and `base64`",
+            ));
+        }
     };
     let bytes = Zeroizing::new(bytes);
     if matches!(bytes.len(), 16 | 24 | 32) {

@@ -10,6 +10,7 @@ mod hsm;
 mod iam;
 mod persistence;
 mod rotation;
+mod seeding;
 mod service_surface;
 mod simulator;
 mod standard_and_import;
