@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use kmsim_proto::v1 as pb;
 use kmsim_server::clock::{SimulatedClock, Timestamp};
-use kmsim_server::config::random_credentials;
+use kmsim_server::kms::keystore::HsmCredentials;
 use kmsim_server::{Config, ServeError};
 use kmsim_tests::{TestServer, assert_error, key_path, persistent_config};
 use prost::Message;
@@ -56,7 +56,11 @@ fn seeded_dir(dir: &Path, file: &Path) -> (Config, Arc<SimulatedClock>) {
     // One master key per directory, the same at every start.
     let tag = dir.as_os_str().len().to_le_bytes()[0];
     let master: [u8; 32] = std::array::from_fn(|i| tag ^ (i.to_le_bytes()[0]));
-    let mut config = persistent_config(dir, master, &random_credentials(), clock.clone());
+    let credentials = HsmCredentials {
+        so_pin: sim_hsm::Zeroizing::new(b"seeding-so-pin".to_vec()),
+        user_pin: sim_hsm::Zeroizing::new(b"seeding-user-pin".to_vec()),
+    };
+    let mut config = persistent_config(dir, master, &credentials, clock.clone());
     config.seed_file = Some(file.to_path_buf());
     (config, clock)
 }
