@@ -3,6 +3,8 @@
 //! material, idempotently, across data directories, and a bad or conflicting file stops the
 //! start-up with an error naming it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
