@@ -97,6 +97,16 @@ pub struct ServeArgs {
     /// time stored by a previous run wins.
     #[arg(long, env = "KMSIM_CLOCK_START", value_parser = parse_clock_start)]
     pub clock_start: Option<Timestamp>,
+    /// A seed file (YAML for `.yaml`/`.yml`, JSON for `.json`) whose instances, identities
+    /// with fixed API keys, access policies, authorizations and keys (fixed ids, optionally
+    /// fixed material) are created at start-up, idempotently. See the README.
+    #[arg(long, env = "KMSIM_SEED_FILE")]
+    pub seed_file: Option<PathBuf>,
+    /// Deterministic mode, FOR TESTS ONLY: every id, key, IV, nonce, data key, API-key secret
+    /// and salt comes from generators seeded from this number, so two runs with the same seed,
+    /// the same `--clock-start` and the same calls answer byte for byte alike.
+    #[arg(long, env = "KMSIM_DETERMINISTIC")]
+    pub deterministic: Option<u64>,
 }
 
 /// Where the durable state lives.
@@ -126,6 +136,10 @@ pub struct Config {
     /// Whether the fixed development token ([`crate::auth::DEV_TOKEN`]) is accepted as the
     /// bootstrap admin (`--dev`, and every ephemeral configuration).
     pub dev_token: bool,
+    /// The seed file applied at start-up (`--seed-file`).
+    pub seed_file: Option<PathBuf>,
+    /// The seed of deterministic mode (`--deterministic`); `None`: OS randomness.
+    pub deterministic: Option<u64>,
 }
 
 impl Config {
@@ -140,6 +154,8 @@ impl Config {
             clock,
             defaults: default_defaults(),
             dev_token: true,
+            seed_file: None,
+            deterministic: None,
         }
     }
 
@@ -153,6 +169,8 @@ impl Config {
             clock: Arc::new(SystemClock),
             defaults: default_defaults(),
             dev_token: false,
+            seed_file: None,
+            deterministic: None,
         }
     }
 }
@@ -259,6 +277,8 @@ impl ServeArgs {
         };
         let mut config = Config::persistent(self.data_dir.clone(), master_key, credentials);
         config.dev_token = self.dev;
+        config.seed_file = self.seed_file.clone();
+        config.deterministic = self.deterministic;
         config.defaults.region = self
             .region
             .parse()
@@ -390,5 +410,16 @@ mod tests {
             "tomorrow",
         ]);
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn seed_and_deterministic_flags_reach_the_config() {
+        let plain = config(&[]).unwrap();
+        assert_eq!((plain.seed_file, plain.deterministic), (None, None));
+        let seeded = config(&["--seed-file", "seed.yaml", "--deterministic", "42"]).unwrap();
+        assert_eq!(seeded.seed_file, Some(PathBuf::from("seed.yaml")));
+        assert_eq!(seeded.deterministic, Some(42));
+        let bad = Cli::try_parse_from(["kmsim", "serve", "--deterministic", "-1"]);
+        assert!(bad.is_err(), "the seed is a u64");
     }
 }

@@ -17,6 +17,8 @@ pub mod error;
 pub mod faults;
 pub mod grpc;
 pub mod kms;
+pub mod random;
+pub mod seed;
 pub mod store;
 
 use std::future::Future;
@@ -59,6 +61,9 @@ pub enum ServeError {
     /// The transport failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The seed file is unreadable, malformed, or conflicts with the stored state.
+    #[error("{0}")]
+    Seed(#[from] seed::SeedError),
     /// The bootstrap admin's API key could not be written (nothing was created).
     #[error("cannot write the admin API key file {path}: {source}")]
     AdminKeyFile {
@@ -84,8 +89,16 @@ pub fn open(config: &Config) -> Result<Arc<Kms>, ServeError> {
         Storage::Directory(dir) => Arc::new(SledStore::open(&dir.join("db"))?),
         Storage::Temporary => Arc::new(SledStore::temporary()?),
     };
+    let mut hsm_config = config.hsm.clone();
+    if let Some(seed) = config.deterministic {
+        tracing::warn!(
+            seed,
+            "DETERMINISTIC MODE: every id, key, IV, nonce and secret is predictable from the seed; for tests only, never for real data"
+        );
+        hsm_config.rng_seed = Some(random::hsm_seed(seed));
+    }
     let hsm = Arc::new(Hsm::new(
-        config.hsm.clone(),
+        hsm_config,
         Arc::new(HsmObjectStore::new(Arc::clone(&store))),
     )?);
     hsm.activate_dev_master_key(&config.master_key)?;
@@ -98,6 +111,9 @@ pub fn open(config: &Config) -> Result<Arc<Kms>, ServeError> {
         config.defaults.clone(),
         config.dev_token,
     )?;
+    if let Some(seed) = config.deterministic {
+        kms.randomness().make_deterministic(seed);
+    }
     let key_file = match &config.storage {
         Storage::Directory(dir) => Some(dir.join(ADMIN_KEY_FILE)),
         Storage::Temporary => None,
@@ -130,6 +146,11 @@ pub fn open(config: &Config) -> Result<Arc<Kms>, ServeError> {
                 "created the bootstrap admin identity (temporary storage: use the development token)"
             ),
         }
+    }
+    if let Some(path) = &config.seed_file {
+        let file = seed::SeedFile::load(path)?;
+        let summary = seed::apply(&kms, &file).map_err(|e| e.in_file(path))?;
+        tracing::info!(path = %path.display(), created = summary.created, unchanged = summary.unchanged, "seed file applied");
     }
     Ok(Arc::new(kms))
 }

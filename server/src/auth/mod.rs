@@ -9,7 +9,6 @@ pub mod layer;
 pub mod token;
 
 use sim_hsm::p256::ecdsa::VerifyingKey;
-use zeroize::Zeroizing;
 
 use crate::clock::Timestamp;
 use crate::kms::ids::{ApiKeyId, IdentityId};
@@ -192,14 +191,4 @@ fn bearer(header: &[u8]) -> Result<&str, AuthFailure> {
         return Err(AuthFailure::Malformed);
     }
     Ok(token)
-}
-
-/// A random secret of `len` bytes as base64url, zeroized when dropped.
-pub(crate) fn random_secret(len: usize) -> Zeroizing<String> {
-    use base64::Engine;
-    let mut bytes = Zeroizing::new(vec![0u8; len]);
-    // The OS generator only fails when the platform has no entropy source at all; a server
-    // cannot issue credentials there, so refusing to continue is the only sound answer.
-    getrandom::fill(bytes.as_mut_slice()).unwrap_or_else(|e| panic!("no OS random source: {e}"));
-    Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes.as_slice()))
 }

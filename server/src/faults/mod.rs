@@ -200,9 +200,19 @@ pub enum Injection {
 #[derive(Debug, Default)]
 pub struct Faults {
     rules: Mutex<Vec<ActiveRule>>,
+    /// Rule ids (seeded under `--deterministic`).
+    random: crate::random::Randomness,
 }
 
 impl Faults {
+    /// No rules; rule ids drawn from `random`.
+    pub fn with_random(random: crate::random::Randomness) -> Self {
+        Self {
+            rules: Mutex::default(),
+            random,
+        }
+    }
+
     /// Adds a rule and returns it with its id.
     pub fn inject(&self, rule: FaultRule) -> ActiveRule {
         let draws = match rule.trigger {
@@ -210,7 +220,7 @@ impl Faults {
             Trigger::EveryNth(_) => None,
         };
         let active = ActiveRule {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: self.random.uuid().to_string(),
             rule,
             matched: 0,
             fired: 0,

@@ -343,6 +343,28 @@ fn hash_secret(salt: &[u8], secret: &str) -> hmac::Hmac<sha2::Sha256> {
     mac
 }
 
+/// The id inside an API key secret, `kmsim-ak-<id as 32 hex digits>-<random part>`, when
+/// the secret has that shape (the random part is 16 to 128 base64url characters).
+pub fn parse_api_key_id(secret: &str) -> Option<ApiKeyId> {
+    let rest = secret.strip_prefix(API_KEY_PREFIX)?.strip_prefix('-')?;
+    let bytes = hex::decode(rest.get(..32)?).ok()?;
+    let id = ApiKeyId::from_bytes(<[u8; 16]>::try_from(bytes.as_slice()).ok()?);
+    Some(id).filter(|_| rest.get(32..33) == Some("-"))
+}
+
+/// Whether `secret` is a well-formed kmsim API key: [`parse_api_key_id`] succeeds and the
+/// random part is 16 to 128 base64url characters.
+pub fn is_valid_api_key_secret(secret: &str) -> bool {
+    let Some(tail) = secret.get(API_KEY_PREFIX.len() + 34..) else {
+        return false;
+    };
+    parse_api_key_id(secret).is_some()
+        && (16..=128).contains(&tail.len())
+        && tail
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 impl IamState {
     /// Opens (or creates) the IAM token in the HSM with its signing key and loads the records.
     pub(crate) fn open(
@@ -552,9 +574,20 @@ impl Kms {
         let secret = Zeroizing::new(format!(
             "{API_KEY_PREFIX}-{}-{}",
             hex::encode(id.as_bytes()),
-            auth::random_secret(32).as_str()
+            self.random.secret(32).as_str()
         ));
-        let salt = auth::random_secret(16);
+        self.api_key_record_for(id, identity, description, secret)
+    }
+
+    /// The record of API key `id` with the given secret (hashed with a fresh salt).
+    fn api_key_record_for(
+        &self,
+        id: ApiKeyId,
+        identity: IdentityId,
+        description: String,
+        secret: Zeroizing<String>,
+    ) -> (ApiKeyRecord, Zeroizing<String>) {
+        let salt = self.random.secret(16);
         let hash = hex::encode(
             hash_secret(salt.as_bytes(), &secret)
                 .finalize()
@@ -578,8 +611,38 @@ impl Kms {
         owner: ApiKeyOwner,
         description: String,
     ) -> Result<NewApiKey, KmsError> {
+        self.create_api_key_with(who, owner, description, None)
+    }
+
+    /// [`Kms::create_api_key`], with a caller-chosen secret when `fixed` is `Some` (start-up
+    /// seeding): it must be a well-formed kmsim API key ([`is_valid_api_key_secret`]; else the
+    /// field `secret` is malformed) whose id is unused (else `secret` is `NotAllowed`).
+    pub(crate) fn create_api_key_with(
+        &self,
+        who: &Identity,
+        owner: ApiKeyOwner,
+        description: String,
+        fixed: Option<Zeroizing<String>>,
+    ) -> Result<NewApiKey, KmsError> {
         self.authorize(who, None, Action::ManageIam)?;
+        let fixed = match fixed {
+            Some(secret) => Some((
+                parse_api_key_id(&secret)
+                    .filter(|_| is_valid_api_key_secret(&secret))
+                    .ok_or(KmsError::field(
+                        "secret",
+                        FieldProblem::Malformed(crate::kms::ids::ParseError::NotUuid),
+                    ))?,
+                secret,
+            )),
+            None => None,
+        };
         let _guard = lock(&self.iam.mutation);
+        if let Some((id, _)) = &fixed {
+            if read(&self.iam.api_keys).contains_key(id) {
+                return Err(KmsError::field("secret", FieldProblem::NotAllowed));
+            }
+        }
         let now = self.now();
         let (identity, new_identity) = match owner {
             ApiKeyOwner::Existing(id) => (
@@ -615,7 +678,10 @@ impl Kms {
                 true,
             ),
         };
-        let (record, secret) = self.new_api_key_record(identity.id, description);
+        let (record, secret) = match fixed {
+            Some((id, secret)) => self.api_key_record_for(id, identity.id, description, secret),
+            None => self.new_api_key_record(identity.id, description),
+        };
         let mut changes = vec![put(Tree::ApiKeys, record.id.as_bytes(), &record)];
         if new_identity {
             changes.push(put(Tree::Identities, identity.id.as_bytes(), &identity));
@@ -696,14 +762,8 @@ impl Kms {
     /// now by the server's clock.
     pub fn create_token(&self, secret: &str, lifetime: Duration) -> Result<IssuedToken, KmsError> {
         let bad = KmsError::Unauthenticated(AuthFailure::BadApiKey);
-        let id = secret
-            .strip_prefix(API_KEY_PREFIX)
-            .and_then(|rest| rest.strip_prefix('-'))
-            .and_then(|rest| rest.get(..32))
-            .and_then(|hex_id| hex::decode(hex_id).ok())
-            .and_then(|bytes| <[u8; 16]>::try_from(bytes.as_slice()).ok())
-            .map(ApiKeyId::from_bytes)
-            .ok_or(KmsError::Unauthenticated(AuthFailure::BadApiKey))?;
+        let id =
+            parse_api_key_id(secret).ok_or(KmsError::Unauthenticated(AuthFailure::BadApiKey))?;
         let record = read(&self.iam.api_keys).get(&id).cloned().ok_or(bad)?;
         let salt = hex::decode(&record.salt).unwrap_or_default();
         let expected = hex::decode(&record.hash).unwrap_or_default();
@@ -865,6 +925,28 @@ impl Kms {
         self.store.delete(Tree::Authorizations, id.as_bytes())?;
         write(&self.iam.authorizations).remove(&id);
         Ok(())
+    }
+
+    /// The bootstrap admin's identity (start-up seeding acts as it).
+    pub(crate) fn bootstrap_admin_identity(&self) -> Option<Identity> {
+        Credentials::bootstrap_admin(&self.iam)
+    }
+
+    /// Whether API key `id` exists, belongs to `identity` and has `secret`: `None` when no
+    /// such key exists.
+    pub(crate) fn api_key_matches(
+        &self,
+        id: ApiKeyId,
+        identity: IdentityId,
+        secret: &str,
+    ) -> Option<bool> {
+        let record = read(&self.iam.api_keys).get(&id).cloned()?;
+        let salt = hex::decode(&record.salt).unwrap_or_default();
+        let expected = hex::decode(&record.hash).unwrap_or_default();
+        Some(
+            record.identity == identity
+                && hash_secret(&salt, secret).verify_slice(&expected).is_ok(),
+        )
     }
 
     /// An identity's record.

@@ -16,6 +16,7 @@ pub mod policies;
 pub mod records;
 pub mod registrations;
 pub mod scheduler;
+mod seeding;
 mod simulator;
 pub mod state;
 mod wrap;
@@ -134,6 +135,8 @@ pub struct Kms {
     iam: iam::IamState,
     registrations: registrations::RegistrationState,
     lifecycle: lifecycle::LifecycleState,
+    /// Ids, secrets and salts (seeded under `--deterministic`).
+    pub(crate) random: crate::random::Randomness,
 }
 
 /// Locks a mutex, recovering from poisoning: every critical section either completes its
@@ -182,8 +185,11 @@ impl Kms {
         dev_token: bool,
     ) -> Result<Self, KmsError> {
         let iam = iam::IamState::open(&hsm, store.as_ref(), &credentials, dev_token)?;
+        let random = crate::random::Randomness::default();
         let kms = Self {
             iam,
+            faults: Arc::new(crate::faults::Faults::with_random(random.clone())),
+            random,
             hsm,
             master_key,
             store,
@@ -196,7 +202,6 @@ impl Kms {
             scheduler: Scheduler::default(),
             firing: Mutex::new(()),
             clock_admin: Mutex::new(()),
-            faults: Arc::default(),
             registrations: registrations::RegistrationState::default(),
             lifecycle: lifecycle::LifecycleState::default(),
         };
@@ -354,7 +359,12 @@ impl Kms {
     }
 
     pub(crate) fn new_id(&self) -> uuid::Uuid {
-        uuid::Uuid::new_v4()
+        self.random.uuid()
+    }
+
+    /// The server's random source (ids, API-key secrets and salts).
+    pub fn randomness(&self) -> &crate::random::Randomness {
+        &self.random
     }
 
     /// Fires every timer due at the clock's current time: Active keys past expiry are written

@@ -13,6 +13,7 @@ mod persistence;
 mod policies;
 mod registrations;
 mod rotation;
+mod seeding;
 mod service_surface;
 mod simulator;
 mod standard_and_import;

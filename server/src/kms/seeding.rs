@@ -1,0 +1,61 @@
+//! Read-only helpers for start-up seeding (`crate::seed`): a key's record by id across all
+//! instances, and whether stored material equals material a seed file gives.
+
+use std::sync::Arc;
+
+use sim_hsm::ObjectHandle;
+use zeroize::Zeroizing;
+
+use crate::error::KmsError;
+use crate::kms::ids::{InstanceId, KeyId};
+use crate::kms::keystore::MaterialUse;
+use crate::kms::records::KeyRecord;
+use crate::kms::{Kms, read};
+
+/// Associated data of the probe that compares root-key material.
+const PROBE_AAD: &[u8] = b"kmsim-seed-material-check";
+
+impl Kms {
+    /// The record of key `id`, in whatever instance it is (ids are unique server-wide).
+    pub(crate) fn key_record(&self, id: KeyId) -> Option<Arc<KeyRecord>> {
+        read(&self.keys).get(&id).map(|entry| entry.snapshot())
+    }
+
+    /// Whether the material behind `handle` in `instance`'s keystore equals `material`. A
+    /// standard key's payload is read back and compared; a root key's material never leaves
+    /// the HSM, so a probe sealed under it must open under a temporary copy of `material`
+    /// (destroyed right after).
+    pub(crate) fn material_matches(
+        &self,
+        instance: InstanceId,
+        handle: u64,
+        usage: MaterialUse,
+        material: &Zeroizing<Vec<u8>>,
+    ) -> Result<bool, KmsError> {
+        let keystore = self.instance(instance)?.keystore()?;
+        match usage {
+            // Start-up only: no caller can time this comparison.
+            MaterialUse::Standard => Ok(*keystore.payload(ObjectHandle(handle))? == **material),
+            MaterialUse::Root => {
+                let probe = keystore.seal(ObjectHandle(handle), PROBE_AAD.to_vec(), &[0u8; 16])?;
+                let copy = keystore.import(
+                    MaterialUse::Root,
+                    material.clone(),
+                    "kmsim:seed-material-check",
+                )?;
+                let opened = keystore.open_sealed(
+                    copy,
+                    probe.iv,
+                    PROBE_AAD.to_vec(),
+                    &probe.ciphertext_and_tag,
+                );
+                keystore.destroy(copy)?;
+                match opened {
+                    Ok(_) => Ok(true),
+                    Err(KmsError::UnprocessableCiphertext) => Ok(false),
+                    Err(error) => Err(error),
+                }
+            }
+        }
+    }
+}
