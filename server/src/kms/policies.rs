@@ -671,3 +671,76 @@ impl Kms {
         Ok((record, changed))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kms::ids::{AccountId, InstanceId};
+    use crate::kms::records::Flavor;
+
+    #[test]
+    fn intervals_are_one_to_twelve_months_of_thirty_days() {
+        assert!(RotationInterval::from_months(0).is_none());
+        assert!(RotationInterval::from_months(13).is_none());
+        assert!(RotationInterval::from_months(-1).is_none());
+        let two = RotationInterval::from_months(2).unwrap();
+        assert_eq!(two.duration(), Duration::from_secs(60 * 24 * 3600));
+        assert!(serde_json::from_str::<RotationInterval>("13").is_err());
+        assert_eq!(
+            serde_json::from_str::<RotationInterval>("12")
+                .unwrap()
+                .months(),
+            12
+        );
+    }
+
+    #[test]
+    fn an_instance_stored_before_policies_existed_loads_without_any() {
+        let record = InstanceRecord {
+            id: InstanceId::from_uuid(uuid::Uuid::new_v4()),
+            name: "old".into(),
+            flavor: Flavor::KeyProtect,
+            region: "us-south".parse().unwrap(),
+            account: "kmsim".parse::<AccountId>().unwrap(),
+            create_time: Timestamp::from_millis(1),
+            policies: InstancePolicies::default(),
+        };
+        let mut json = serde_json::to_value(&record).unwrap();
+        json.as_object_mut().unwrap().remove("policies");
+        let loaded: InstanceRecord = serde_json::from_value(json).unwrap();
+        assert!(loaded.policies.dual_auth_delete.is_none());
+        assert!(loaded.policies.rotation.is_none());
+        assert!(loaded.policies.key_create_import_access.is_none());
+    }
+
+    #[test]
+    fn create_import_rules_name_the_rule_that_forbids() {
+        let rules = CreateImportRules {
+            enabled: true,
+            create_root_key: true,
+            create_standard_key: false,
+            import_root_key: true,
+            import_standard_key: true,
+            enforce_token: true,
+        };
+        assert!(rules.check(KeyKind::Root, &Material::Generate(32)).is_ok());
+        let denied = |kind, material: &Material| match rules.check(kind, material) {
+            Err(KmsError::KeyCreateImportAccess { denied }) => Some(denied),
+            _ => None,
+        };
+        assert_eq!(
+            denied(KeyKind::Standard, &Material::Generate(32)),
+            Some(CreateImportRule::CreateStandardKey)
+        );
+        let plain = Material::Plain(zeroize::Zeroizing::new(vec![0; 32]));
+        assert_eq!(
+            denied(KeyKind::Root, &plain),
+            Some(CreateImportRule::EnforceToken)
+        );
+        let off = CreateImportRules {
+            enabled: false,
+            ..rules
+        };
+        assert!(off.check(KeyKind::Standard, &plain).is_ok());
+    }
+}
