@@ -98,6 +98,13 @@ pub fn open(config: &Config) -> Result<Arc<Kms>, ServeError> {
         config.defaults.clone(),
         config.dev_token,
     )?;
+    if let (true, Storage::Directory(dir)) = (config.dev_token, &config.storage) {
+        let secrets = dir.join(config::DEV_SECRETS_FILE);
+        if secrets.exists() {
+            // `--dev`: a master key a ceremony makes current is written back to this file.
+            kms.persist_master_key_to(secrets);
+        }
+    }
     let key_file = match &config.storage {
         Storage::Directory(dir) => Some(dir.join(ADMIN_KEY_FILE)),
         Storage::Temporary => None,

@@ -52,7 +52,7 @@ impl Kms {
         if state == ModuleState::Operational {
             tracing::info!("HSM self-tests passed");
             // Idempotent for the key already active.
-            self.hsm.activate_dev_master_key(&self.master_key)?;
+            self.hsm.activate_dev_master_key(&self.master_key())?;
             self.renew_iam_signer()?;
         } else {
             tracing::error!(
@@ -88,7 +88,7 @@ impl Kms {
         // Re-activate even after a partial wipe, so the service can create new instances; in
         // the error state that waits for self-tests to pass (`run_self_tests`).
         let activated = if self.hsm.status().state == ModuleState::Operational {
-            self.hsm.activate_dev_master_key(&self.master_key)
+            self.hsm.activate_dev_master_key(&self.master_key())
         } else {
             Ok(())
         };

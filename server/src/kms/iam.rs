@@ -349,6 +349,29 @@ impl IamState {
         })
     }
 
+    /// Reloads every IAM record from `store` and re-opens the IAM token's signing key, through
+    /// [`IamState::open`] (after the store's contents were replaced: a snapshot import).
+    pub(crate) fn reload(
+        &self,
+        hsm: &Hsm,
+        store: &dyn Store,
+        credentials: &HsmCredentials,
+    ) -> Result<(), KmsError> {
+        read(&self.signer).0.clone().close();
+        let fresh = Self::open(hsm, store, credentials, false)?;
+        let (keystore, handle) = take(fresh.signer);
+        let (_, public) = keystore.signing_key(SIGNING_KEY_LABEL)?;
+        let verifying = VerifyingKey::from_sec1_bytes(&public)
+            .map_err(|_| KmsError::Hsm(sim_hsm::HsmError::KeyTypeInconsistent))?;
+        *write(&self.identities) = take(fresh.identities);
+        *write(&self.api_keys) = take(fresh.api_keys);
+        *write(&self.policies) = take(fresh.policies);
+        *write(&self.authorizations) = take(fresh.authorizations);
+        *write(&self.signer) = (keystore, handle);
+        self.authenticator.rekey(verifying);
+        Ok(())
+    }
+
     fn is_admin(&self, identity: IdentityId) -> bool {
         read(&self.policies).values().any(|p| {
             p.identity == identity && p.instance.is_none() && p.roles.contains(&Role::Administrator)
@@ -379,6 +402,12 @@ impl Credentials for IamState {
                 kind: r.kind,
             })
     }
+}
+
+/// The value of a lock that is being dropped (recovering from poisoning, see `kms::lock`).
+fn take<T>(lock: RwLock<T>) -> T {
+    lock.into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn put<T: Serialize>(tree: Tree, key: &[u8; 16], value: &T) -> Change {

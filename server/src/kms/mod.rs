@@ -3,6 +3,7 @@
 //! [`Clock`], keeps an in-memory index of every record (reads never touch the store), and
 //! writes every mutation through the [`Store`] (flushed) before updating the index.
 
+mod ceremony;
 pub mod ciphertext;
 mod hsm_admin;
 pub mod iam;
@@ -14,6 +15,7 @@ pub mod keystore;
 pub mod records;
 pub mod scheduler;
 mod simulator;
+pub mod snapshot;
 pub mod state;
 mod wrap;
 
@@ -30,6 +32,7 @@ use keystore::{HsmCredentials, Keystore};
 use records::{ImportTokenRecord, InstanceRecord, KeyRecord, Lifecycle};
 use scheduler::Scheduler;
 
+pub use ceremony::RotationOutcome;
 pub use hsm_admin::{HsmReport, WipeKind};
 pub use import::ImportTokenView;
 pub use instances::NewInstance;
@@ -108,8 +111,11 @@ pub(crate) type LiveKey = (
 #[derive(Debug)]
 pub struct Kms {
     hsm: Arc<Hsm>,
-    /// The master key the HSM runs with, re-activated after a zeroization or reset.
-    master_key: Arc<DevMasterKey>,
+    /// The master key the HSM runs with, re-activated after a zeroization or reset; replaced
+    /// when a master-key ceremony makes a new key current (`ceremony`).
+    master_key: RwLock<Arc<DevMasterKey>>,
+    /// What the KMS keeps of the master-key ceremony.
+    ceremony: ceremony::CeremonyState,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     credentials: HsmCredentials,
@@ -178,7 +184,8 @@ impl Kms {
         let kms = Self {
             iam,
             hsm,
-            master_key,
+            master_key: RwLock::new(master_key),
+            ceremony: ceremony::CeremonyState::default(),
             store,
             clock,
             credentials,
@@ -191,9 +198,16 @@ impl Kms {
             clock_admin: Mutex::new(()),
             faults: Arc::default(),
         };
-        kms.restore_clock()?;
-        kms.load()?;
+        kms.reload()?;
         Ok(kms)
+    }
+
+    /// Loads the in-memory state from the store: the clock, then every index ([`Kms::load`]).
+    /// The one path used at start-up and after a snapshot import replaced the store's
+    /// contents, so state added to `load` is restored by both.
+    fn reload(&self) -> Result<(), KmsError> {
+        self.restore_clock()?;
+        self.load()
     }
 
     fn load(&self) -> Result<(), KmsError> {

@@ -2,6 +2,7 @@
 //! binary so the suite links the server once, not once per file.
 
 mod aliases_and_listing;
+mod ceremony;
 mod deletion;
 mod deployment;
 mod envelope;
@@ -12,5 +13,6 @@ mod persistence;
 mod rotation;
 mod service_surface;
 mod simulator;
+mod snapshots;
 mod standard_and_import;
 mod state_matrix;
