@@ -88,7 +88,19 @@ pub fn open(config: &Config) -> Result<Arc<Kms>, ServeError> {
         config.hsm.clone(),
         Arc::new(HsmObjectStore::new(Arc::clone(&store))),
     )?);
-    hsm.activate_dev_master_key(&config.master_key)?;
+    if hsm.status().state == ModuleState::Operational {
+        hsm.activate_dev_master_key(&config.master_key)?;
+    } else {
+        // Start anyway, NOT_SERVING: key operations fail with the HSM's self-test error, and a
+        // passing `HsmService.RunSelfTests` activates the master key and opens the keystores.
+        // A failure forced by configuration (`HsmConfig::fail_self_test`, SIM_HSM_FAIL_CAST)
+        // applies to the power-on run only, so that a later run can pass.
+        hsm.set_self_test_failure(None);
+        tracing::error!(
+            last_failure = ?hsm.last_error().map(|f| f.test),
+            "HSM self-tests failed at start-up: serving NOT_SERVING until HsmService/RunSelfTests passes"
+        );
+    }
     let kms = Kms::open(
         hsm,
         Arc::clone(&config.master_key),

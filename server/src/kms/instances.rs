@@ -53,6 +53,7 @@ impl Kms {
                 aliases: RwLock::new(HashMap::new()),
                 import_token: Mutex::new(None),
                 mutation: Mutex::new(()),
+                awaiting_hsm: std::sync::atomic::AtomicBool::new(false),
             }),
         );
         Ok(record)

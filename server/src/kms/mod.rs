@@ -20,6 +20,7 @@ pub mod state;
 mod wrap;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use sim_hsm::{DevMasterKey, Hsm};
@@ -62,13 +63,22 @@ pub(crate) struct InstanceEntry {
     pub(crate) import_token: Mutex<Option<ImportTokenRecord>>,
     /// Serialises instance-wide mutations (key creation with aliases, alias changes).
     pub(crate) mutation: Mutex<()>,
+    /// The keystore is not open yet because the HSM has not passed its self-tests since
+    /// start-up ([`Kms::open_awaiting_keystores`] opens it once they pass).
+    pub(crate) awaiting_hsm: AtomicBool,
 }
 
 impl InstanceEntry {
-    /// The instance's keystore, or `KEY_MATERIAL_DESTROYED_ERR` once the HSM wiped it.
+    /// The instance's keystore; `KEY_MATERIAL_DESTROYED_ERR` once the HSM wiped it, or the
+    /// HSM's self-test failure (`HSM_SELF_TEST_FAILED_ERR`) while it awaits the HSM.
     pub(crate) fn keystore(&self) -> Result<Keystore, KmsError> {
-        self.keystore_if_intact()
-            .ok_or(KmsError::KeyMaterialDestroyed(self.record.id))
+        self.keystore_if_intact().ok_or_else(|| {
+            if self.awaiting_hsm.load(Ordering::Acquire) {
+                KmsError::Hsm(sim_hsm::HsmError::FipsSelfTestFailed)
+            } else {
+                KmsError::KeyMaterialDestroyed(self.record.id)
+            }
+        })
     }
 
     /// The instance's keystore, unless the HSM wiped it.
@@ -212,15 +222,23 @@ impl Kms {
 
     fn load(&self) -> Result<(), KmsError> {
         let mut instances = HashMap::new();
+        // An HSM that failed its start-up self-tests cannot open keystores: they are opened
+        // when self-tests pass (`open_awaiting_keystores`).
+        let hsm_ready = self.hsm.status().state == sim_hsm::ModuleState::Operational;
         for (_, bytes) in self.store.scan_prefix(Tree::Instances, b"")? {
             let record: InstanceRecord = decode(Tree::Instances, &bytes)?;
-            let keystore = match Keystore::open(&self.hsm, record.id, &self.credentials) {
-                Ok(keystore) => Some(keystore),
-                Err(KmsError::KeyMaterialDestroyed(_)) => {
-                    tracing::warn!(instance = %record.id, "the instance's keystore was destroyed by the HSM; its keys are unusable");
-                    None
-                }
-                Err(error) => return Err(error),
+            let keystore = match hsm_ready
+                .then(|| Keystore::open(&self.hsm, record.id, &self.credentials))
+            {
+                None => None,
+                Some(opened) => match opened {
+                    Ok(keystore) => Some(keystore),
+                    Err(KmsError::KeyMaterialDestroyed(_)) => {
+                        tracing::warn!(instance = %record.id, "the instance's keystore was destroyed by the HSM; its keys are unusable");
+                        None
+                    }
+                    Err(error) => return Err(error),
+                },
             };
             let token = match self.store.get(Tree::ImportTokens, record.id.as_bytes())? {
                 Some(bytes) => Some(decode::<ImportTokenRecord>(Tree::ImportTokens, &bytes)?),
@@ -234,6 +252,7 @@ impl Kms {
                     aliases: RwLock::new(HashMap::new()),
                     import_token: Mutex::new(token),
                     mutation: Mutex::new(()),
+                    awaiting_hsm: AtomicBool::new(!hsm_ready),
                 }),
             );
         }

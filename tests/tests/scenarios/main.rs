@@ -3,6 +3,7 @@
 
 mod aliases_and_listing;
 mod ceremony;
+mod degraded_start;
 mod deletion;
 mod deployment;
 mod envelope;
