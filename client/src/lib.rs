@@ -49,6 +49,7 @@
 //! # }
 //! ```
 
+pub mod ceremony;
 pub mod cli;
 mod client;
 pub mod datakey;

@@ -246,7 +246,7 @@ struct DevSecrets {
 impl ServeArgs {
     /// The file that holds development secrets under --dev.
     pub fn dev_secrets_path(&self) -> PathBuf {
-        self.data_dir.join("dev-secrets.json")
+        self.data_dir.join(DEV_SECRETS_FILE)
     }
 
     /// Builds the server configuration. Under --dev, reads or creates the development secrets
@@ -295,6 +295,28 @@ impl ServeArgs {
         };
         Ok(config)
     }
+}
+
+/// The development secrets file's name in the data directory (`--dev`).
+pub const DEV_SECRETS_FILE: &str = "dev-secrets.json";
+
+/// Replaces the master key in the development secrets file at `path` (after a master-key
+/// ceremony made a new key current), keeping its PINs: writes a new file (mode 0600) beside
+/// it, then renames it over the old one, so the file is always whole.
+pub fn update_dev_master_key(path: &std::path::Path, key: &DevMasterKey) -> std::io::Result<()> {
+    let bytes = Zeroizing::new(std::fs::read(path)?);
+    let mut secrets: DevSecrets = serde_json::from_slice(&bytes)
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, error))?;
+    secrets.master_key = hex::encode(key.to_bytes().as_ref());
+    let json = Zeroizing::new(serde_json::to_vec_pretty(&secrets).unwrap_or_default());
+    let tmp = path.with_extension("json.new");
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    write_private(&tmp, &json)?;
+    std::fs::rename(&tmp, path)
 }
 
 fn parse_master_key(text: &str) -> Option<DevMasterKey> {

@@ -258,6 +258,20 @@ pub enum KmsError {
         /// The rule that forbids it.
         denied: crate::kms::policies::CreateImportRule,
     },
+    /// A snapshot that is not a kmsim snapshot (bad header, truncated, undecodable contents).
+    #[error("the snapshot is malformed")]
+    SnapshotMalformed,
+    /// A snapshot whose seal does not verify (tampered with, or damaged).
+    #[error("the snapshot failed authentication: it was altered or damaged")]
+    SnapshotAuthentication,
+    /// A snapshot sealed under a master key other than the HSM's current one.
+    #[error("the snapshot was sealed under another HSM master key")]
+    SnapshotMasterKeyMismatch,
+    /// A ceremony command the HSM refused for its arguments: a duplicate administrator name,
+    /// a ninth administrator, a threshold outside 1..=administrators, a fourth key part, or
+    /// removing an administrator a threshold needs.
+    #[error("the HSM refused the ceremony command's arguments")]
+    CeremonyArguments,
     /// The HSM refused or failed the operation.
     #[error("HSM failure: {0}")]
     Hsm(#[from] sim_hsm::HsmError),
@@ -359,6 +373,16 @@ impl KmsError {
                 "KEY_CREATE_IMPORT_ACCESS_ERR",
                 409,
             ),
+            Self::SnapshotMalformed => (Code::InvalidArgument, "SNAPSHOT_MALFORMED_ERR", 400),
+            Self::SnapshotAuthentication => {
+                (Code::InvalidArgument, "SNAPSHOT_AUTHENTICATION_ERR", 400)
+            }
+            Self::SnapshotMasterKeyMismatch => (
+                Code::FailedPrecondition,
+                "SNAPSHOT_MASTER_KEY_MISMATCH_ERR",
+                409,
+            ),
+            Self::CeremonyArguments => (Code::InvalidArgument, "HSM_CEREMONY_ARGUMENT_ERR", 400),
             Self::Hsm(error) => classify_hsm(error),
             Self::Store(_) => (Code::Unavailable, "STORAGE_ERR", 503),
         }
@@ -383,6 +407,32 @@ fn classify_injected(failure: crate::faults::InjectedFailure) -> (Code, &'static
 }
 
 fn classify_hsm(error: &sim_hsm::HsmError) -> (Code, &'static str, u16) {
+    use sim_hsm::HsmError;
+    match error {
+        HsmError::MasterKeyRotationInProgress => {
+            return (
+                Code::FailedPrecondition,
+                "MASTER_KEY_ROTATION_IN_PROGRESS_ERR",
+                409,
+            );
+        }
+        HsmError::InsufficientSignatures => {
+            return (
+                Code::PermissionDenied,
+                "HSM_ADMIN_SIGNATURES_INSUFFICIENT_ERR",
+                403,
+            );
+        }
+        HsmError::MasterKeyRegisterState => {
+            return (
+                Code::FailedPrecondition,
+                "MASTER_KEY_REGISTER_STATE_ERR",
+                409,
+            );
+        }
+        HsmError::ImprintMode => return (Code::FailedPrecondition, "HSM_IMPRINT_MODE_ERR", 409),
+        _ => {}
+    }
     match error.ckr() {
         0x1B6 => (Code::Unavailable, "HSM_SELF_TEST_FAILED_ERR", 503),
         0x30 | 0x32 | 0xE0 | 0xE1 => (Code::Unavailable, "HSM_DEVICE_ERR", 503),
@@ -480,6 +530,10 @@ impl From<KmsError> for Status {
             | KmsError::AuthorizationsNotMet
             | KmsError::DualAuthPolicyPermanent
             | KmsError::ImportedKeyRotationPolicy
+            | KmsError::SnapshotMalformed
+            | KmsError::SnapshotAuthentication
+            | KmsError::SnapshotMasterKeyMismatch
+            | KmsError::CeremonyArguments
             | KmsError::Store(_) => {}
         }
         details.set_error_info(reason, ERROR_DOMAIN, metadata);

@@ -101,7 +101,19 @@ pub fn open(config: &Config) -> Result<Arc<Kms>, ServeError> {
         hsm_config,
         Arc::new(HsmObjectStore::new(Arc::clone(&store))),
     )?);
-    hsm.activate_dev_master_key(&config.master_key)?;
+    if hsm.status().state == ModuleState::Operational {
+        hsm.activate_dev_master_key(&config.master_key)?;
+    } else {
+        // Start anyway, NOT_SERVING: key operations fail with the HSM's self-test error, and a
+        // passing `HsmService.RunSelfTests` activates the master key and opens the keystores.
+        // A failure forced by configuration (`HsmConfig::fail_self_test`, SIM_HSM_FAIL_CAST)
+        // applies to the power-on run only, so that a later run can pass.
+        hsm.set_self_test_failure(None);
+        tracing::error!(
+            last_failure = ?hsm.last_error().map(|f| f.test),
+            "HSM self-tests failed at start-up: serving NOT_SERVING until HsmService/RunSelfTests passes"
+        );
+    }
     let kms = Kms::open(
         hsm,
         Arc::clone(&config.master_key),
@@ -113,6 +125,13 @@ pub fn open(config: &Config) -> Result<Arc<Kms>, ServeError> {
     )?;
     if let Some(seed) = config.deterministic {
         kms.randomness().make_deterministic(seed);
+    }
+    if let (true, Storage::Directory(dir)) = (config.dev_token, &config.storage) {
+        let secrets = dir.join(config::DEV_SECRETS_FILE);
+        if secrets.exists() {
+            // `--dev`: a master key a ceremony makes current is written back to this file.
+            kms.persist_master_key_to(secrets);
+        }
     }
     let key_file = match &config.storage {
         Storage::Directory(dir) => Some(dir.join(ADMIN_KEY_FILE)),

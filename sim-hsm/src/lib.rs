@@ -51,6 +51,7 @@ pub mod ceremony;
 mod codec;
 mod crypto_ops;
 pub mod error;
+pub mod export;
 pub mod hsm;
 mod keymgmt;
 pub mod master_key;

@@ -279,6 +279,38 @@ impl SimulatorService for Simulator {
             cleared: i32::try_from(cleared).unwrap_or(i32::MAX),
         }))
     }
+
+    async fn export_snapshot(
+        &self,
+        request: Request<pb::ExportSnapshotRequest>,
+    ) -> Result<Response<pb::ExportSnapshotResponse>, Status> {
+        crate::grpc::administrator(&self.kms, &request)?;
+        let export = blocking(&self.kms, |kms| kms.export_snapshot()).await?;
+        Ok(Response::new(pb::ExportSnapshotResponse {
+            snapshot: export.blob,
+            master_key_verification_pattern: hex::encode(export.verification_pattern),
+            instances: i32::try_from(export.instances).unwrap_or(i32::MAX),
+            keys: i32::try_from(export.keys).unwrap_or(i32::MAX),
+            time: Some(export.time.to_proto()),
+        }))
+    }
+
+    async fn import_snapshot(
+        &self,
+        request: Request<pb::ImportSnapshotRequest>,
+    ) -> Result<Response<pb::ImportSnapshotResponse>, Status> {
+        crate::grpc::administrator(&self.kms, &request)?;
+        let blob = request.into_inner().snapshot;
+        if blob.is_empty() {
+            return Err(KmsError::field("snapshot", FieldProblem::Missing).into());
+        }
+        let import = blocking(&self.kms, move |kms| kms.import_snapshot(&blob)).await?;
+        Ok(Response::new(pb::ImportSnapshotResponse {
+            instances: i32::try_from(import.instances).unwrap_or(i32::MAX),
+            keys: i32::try_from(import.keys).unwrap_or(i32::MAX),
+            time: Some(import.time.to_proto()),
+        }))
+    }
 }
 
 #[cfg(test)]

@@ -5,9 +5,12 @@
 //! Each administration call is one `Kms` method, so the permission check that
 //! authentication will add sits at the top of each.
 
+use std::sync::atomic::Ordering;
+
 use sim_hsm::{ModuleState, ModuleStatus, SlotInfo};
 
 use crate::error::KmsError;
+use crate::kms::keystore::Keystore;
 use crate::kms::{Kms, lock, read, write};
 
 /// How the HSM's key material is wiped.
@@ -52,8 +55,9 @@ impl Kms {
         if state == ModuleState::Operational {
             tracing::info!("HSM self-tests passed");
             // Idempotent for the key already active.
-            self.hsm.activate_dev_master_key(&self.master_key)?;
+            self.hsm.activate_dev_master_key(&self.master_key())?;
             self.renew_iam_signer()?;
+            self.open_awaiting_keystores()?;
         } else {
             tracing::error!(
                 ?fail,
@@ -61,6 +65,25 @@ impl Kms {
             );
         }
         Ok(self.hsm_status())
+    }
+
+    /// Opens the keystores that could not be opened because the HSM failed its self-tests at
+    /// start-up (the server started anyway, NOT_SERVING); a keystore the HSM no longer holds
+    /// loads as destroyed.
+    pub(crate) fn open_awaiting_keystores(&self) -> Result<(), KmsError> {
+        for instance in read(&self.instances).values() {
+            if !instance.awaiting_hsm.load(Ordering::Acquire) {
+                continue;
+            }
+            let keystore = match Keystore::open(&self.hsm, instance.record.id, &self.credentials) {
+                Ok(keystore) => Some(keystore),
+                Err(KmsError::KeyMaterialDestroyed(_)) => None,
+                Err(error) => return Err(error),
+            };
+            *write(&instance.keystore) = keystore;
+            instance.awaiting_hsm.store(false, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Wipes the HSM (tamper response or zeroization): every instance's keystore is
@@ -88,7 +111,7 @@ impl Kms {
         // Re-activate even after a partial wipe, so the service can create new instances; in
         // the error state that waits for self-tests to pass (`run_self_tests`).
         let activated = if self.hsm.status().state == ModuleState::Operational {
-            self.hsm.activate_dev_master_key(&self.master_key)
+            self.hsm.activate_dev_master_key(&self.master_key())
         } else {
             Ok(())
         };

@@ -312,7 +312,9 @@ pub(crate) struct IamState {
     /// Serialises IAM mutations.
     mutation: Mutex<()>,
     /// The IAM token of the HSM and the signing key in it; replaced after an HSM wipe.
-    signer: RwLock<(Keystore, ObjectHandle)>,
+    /// `None` while the HSM has not passed its self-tests since start-up (then only the
+    /// development token authenticates, and no token can be issued).
+    signer: RwLock<Option<(Keystore, ObjectHandle)>>,
     pub(crate) authenticator: Authenticator,
 }
 
@@ -373,10 +375,17 @@ impl IamState {
         credentials: &HsmCredentials,
         dev_token: bool,
     ) -> Result<Self, KmsError> {
-        let keystore = Keystore::open_or_create_labelled(hsm, IAM_TOKEN_LABEL, credentials)?;
-        let (signing_key, public) = keystore.signing_key(SIGNING_KEY_LABEL)?;
-        let verifying = VerifyingKey::from_sec1_bytes(&public)
-            .map_err(|_| KmsError::Hsm(sim_hsm::HsmError::KeyTypeInconsistent))?;
+        let (signer, verifying) = if hsm.status().state == sim_hsm::ModuleState::Operational {
+            let keystore = Keystore::open_or_create_labelled(hsm, IAM_TOKEN_LABEL, credentials)?;
+            let (signing_key, public) = keystore.signing_key(SIGNING_KEY_LABEL)?;
+            let verifying = VerifyingKey::from_sec1_bytes(&public)
+                .map_err(|_| KmsError::Hsm(sim_hsm::HsmError::KeyTypeInconsistent))?;
+            (Some((keystore, signing_key)), verifying)
+        } else {
+            // The HSM failed its self-tests at start-up: no bearer token verifies until it
+            // recovers (`renew_iam_signer` installs the real key); the development token works.
+            (None, unusable_verifying_key()?)
+        };
         Ok(Self {
             identities: RwLock::new(load_tree(store, Tree::Identities, |r: &IdentityRecord| {
                 r.id
@@ -393,9 +402,35 @@ impl IamState {
                 |r: &AuthorizationRecord| r.id,
             )?),
             mutation: Mutex::new(()),
-            signer: RwLock::new((keystore, signing_key)),
+            signer: RwLock::new(signer),
             authenticator: Authenticator::new(verifying, dev_token),
         })
+    }
+
+    /// Reloads every IAM record from `store` and re-opens the IAM token's signing key, through
+    /// [`IamState::open`] (after the store's contents were replaced: a snapshot import).
+    pub(crate) fn reload(
+        &self,
+        hsm: &Hsm,
+        store: &dyn Store,
+        credentials: &HsmCredentials,
+    ) -> Result<(), KmsError> {
+        if let Some((keystore, _)) = read(&self.signer).as_ref() {
+            keystore.clone().close();
+        }
+        let fresh = Self::open(hsm, store, credentials, false)?;
+        let (keystore, handle) =
+            take(fresh.signer).ok_or(KmsError::Hsm(sim_hsm::HsmError::FipsSelfTestFailed))?;
+        let (_, public) = keystore.signing_key(SIGNING_KEY_LABEL)?;
+        let verifying = VerifyingKey::from_sec1_bytes(&public)
+            .map_err(|_| KmsError::Hsm(sim_hsm::HsmError::KeyTypeInconsistent))?;
+        *write(&self.identities) = take(fresh.identities);
+        *write(&self.api_keys) = take(fresh.api_keys);
+        *write(&self.policies) = take(fresh.policies);
+        *write(&self.authorizations) = take(fresh.authorizations);
+        *write(&self.signer) = Some((keystore, handle));
+        self.authenticator.rekey(verifying);
+        Ok(())
     }
 
     fn is_admin(&self, identity: IdentityId) -> bool {
@@ -430,6 +465,21 @@ impl Credentials for IamState {
     }
 }
 
+/// A verifying key whose signing key is discarded at once: no token verifies against it.
+fn unusable_verifying_key() -> Result<VerifyingKey, KmsError> {
+    let mut seed = Zeroizing::new([0u8; 32]);
+    getrandom::fill(&mut seed[..]).map_err(|_| KmsError::Hsm(sim_hsm::HsmError::DeviceError))?;
+    let key = sim_hsm::p256::ecdsa::SigningKey::from_slice(&seed[..])
+        .map_err(|_| KmsError::Hsm(sim_hsm::HsmError::DeviceError))?;
+    Ok(*key.verifying_key())
+}
+
+/// The value of a lock that is being dropped (recovering from poisoning, see `kms::lock`).
+fn take<T>(lock: RwLock<T>) -> T {
+    lock.into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn put<T: Serialize>(tree: Tree, key: &[u8; 16], value: &T) -> Change {
     Change::Put {
         tree,
@@ -460,16 +510,18 @@ impl Kms {
     /// exchange for new tokens. Does nothing while the HSM still holds the IAM token.
     pub(crate) fn renew_iam_signer(&self) -> Result<(), KmsError> {
         let mut signer = write(&self.iam.signer);
-        if self.hsm.find_slot_by_label(IAM_TOKEN_LABEL).is_some() {
+        if signer.is_some() && self.hsm.find_slot_by_label(IAM_TOKEN_LABEL).is_some() {
             return Ok(());
         }
-        signer.0.clone().close();
+        if let Some((keystore, _)) = signer.as_ref() {
+            keystore.clone().close();
+        }
         let keystore =
             Keystore::open_or_create_labelled(&self.hsm, IAM_TOKEN_LABEL, &self.credentials)?;
         let (handle, public) = keystore.signing_key(SIGNING_KEY_LABEL)?;
         let verifying = VerifyingKey::from_sec1_bytes(&public)
             .map_err(|_| KmsError::Hsm(sim_hsm::HsmError::KeyTypeInconsistent))?;
-        *signer = (keystore, handle);
+        *signer = Some((keystore, handle));
         self.iam.authenticator.rekey(verifying);
         tracing::warn!(
             "HSM wiped: IAM has a new token-signing key; earlier tokens no longer verify"
@@ -788,7 +840,10 @@ impl Kms {
         let input = auth::token::signing_input(&claims);
         let signature = {
             let signer = read(&self.iam.signer);
-            signer.0.sign_es256(signer.1, input.as_bytes())?
+            let (keystore, handle) = signer
+                .as_ref()
+                .ok_or(KmsError::Hsm(sim_hsm::HsmError::FipsSelfTestFailed))?;
+            keystore.sign_es256(*handle, input.as_bytes())?
         };
         Ok(IssuedToken {
             token: Zeroizing::new(auth::token::assemble(&input, &signature)),

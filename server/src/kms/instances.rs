@@ -55,6 +55,7 @@ impl Kms {
                 import_token: Mutex::new(None),
                 mutation: Mutex::new(()),
                 policies: RwLock::new(Default::default()),
+                awaiting_hsm: std::sync::atomic::AtomicBool::new(false),
             }),
         );
         Ok(record)

@@ -3,6 +3,7 @@
 //! [`Clock`], keeps an in-memory index of every record (reads never touch the store), and
 //! writes every mutation through the [`Store`] (flushed) before updating the index.
 
+mod ceremony;
 pub mod ciphertext;
 mod hsm_admin;
 pub mod iam;
@@ -18,10 +19,12 @@ pub mod registrations;
 pub mod scheduler;
 mod seeding;
 mod simulator;
+pub mod snapshot;
 pub mod state;
 mod wrap;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use sim_hsm::{DevMasterKey, Hsm};
@@ -34,6 +37,7 @@ use keystore::{HsmCredentials, Keystore};
 use records::{ImportTokenRecord, InstanceRecord, KeyRecord, Lifecycle};
 use scheduler::Scheduler;
 
+pub use ceremony::RotationOutcome;
 pub use hsm_admin::{HsmReport, WipeKind};
 pub use import::ImportTokenView;
 pub use instances::NewInstance;
@@ -65,13 +69,22 @@ pub(crate) struct InstanceEntry {
     pub(crate) mutation: Mutex<()>,
     /// The instance's policies, current (the record holds them as last loaded).
     pub(crate) policies: RwLock<policies::InstancePolicies>,
+    /// The keystore is not open yet because the HSM has not passed its self-tests since
+    /// start-up ([`Kms::open_awaiting_keystores`] opens it once they pass).
+    pub(crate) awaiting_hsm: AtomicBool,
 }
 
 impl InstanceEntry {
-    /// The instance's keystore, or `KEY_MATERIAL_DESTROYED_ERR` once the HSM wiped it.
+    /// The instance's keystore; `KEY_MATERIAL_DESTROYED_ERR` once the HSM wiped it, or the
+    /// HSM's self-test failure (`HSM_SELF_TEST_FAILED_ERR`) while it awaits the HSM.
     pub(crate) fn keystore(&self) -> Result<Keystore, KmsError> {
-        self.keystore_if_intact()
-            .ok_or(KmsError::KeyMaterialDestroyed(self.record.id))
+        self.keystore_if_intact().ok_or_else(|| {
+            if self.awaiting_hsm.load(Ordering::Acquire) {
+                KmsError::Hsm(sim_hsm::HsmError::FipsSelfTestFailed)
+            } else {
+                KmsError::KeyMaterialDestroyed(self.record.id)
+            }
+        })
     }
 
     /// The instance's keystore, unless the HSM wiped it.
@@ -114,8 +127,11 @@ pub(crate) type LiveKey = (
 #[derive(Debug)]
 pub struct Kms {
     hsm: Arc<Hsm>,
-    /// The master key the HSM runs with, re-activated after a zeroization or reset.
-    master_key: Arc<DevMasterKey>,
+    /// The master key the HSM runs with, re-activated after a zeroization or reset; replaced
+    /// when a master-key ceremony makes a new key current (`ceremony`).
+    master_key: RwLock<Arc<DevMasterKey>>,
+    /// What the KMS keeps of the master-key ceremony.
+    ceremony: ceremony::CeremonyState,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     credentials: HsmCredentials,
@@ -191,7 +207,8 @@ impl Kms {
             faults: Arc::new(crate::faults::Faults::with_random(random.clone())),
             random,
             hsm,
-            master_key,
+            master_key: RwLock::new(master_key),
+            ceremony: ceremony::CeremonyState::default(),
             store,
             clock,
             credentials,
@@ -205,22 +222,37 @@ impl Kms {
             registrations: registrations::RegistrationState::default(),
             lifecycle: lifecycle::LifecycleState::default(),
         };
-        kms.restore_clock()?;
-        kms.load()?;
+        kms.reload()?;
         Ok(kms)
+    }
+
+    /// Loads the in-memory state from the store: the clock, then every index ([`Kms::load`]).
+    /// The one path used at start-up and after a snapshot import replaced the store's
+    /// contents, so state added to `load` is restored by both.
+    fn reload(&self) -> Result<(), KmsError> {
+        self.restore_clock()?;
+        self.load()
     }
 
     fn load(&self) -> Result<(), KmsError> {
         let mut instances = HashMap::new();
+        // An HSM that failed its start-up self-tests cannot open keystores: they are opened
+        // when self-tests pass (`open_awaiting_keystores`).
+        let hsm_ready = self.hsm.status().state == sim_hsm::ModuleState::Operational;
         for (_, bytes) in self.store.scan_prefix(Tree::Instances, b"")? {
             let record: InstanceRecord = decode(Tree::Instances, &bytes)?;
-            let keystore = match Keystore::open(&self.hsm, record.id, &self.credentials) {
-                Ok(keystore) => Some(keystore),
-                Err(KmsError::KeyMaterialDestroyed(_)) => {
-                    tracing::warn!(instance = %record.id, "the instance's keystore was destroyed by the HSM; its keys are unusable");
-                    None
-                }
-                Err(error) => return Err(error),
+            let keystore = match hsm_ready
+                .then(|| Keystore::open(&self.hsm, record.id, &self.credentials))
+            {
+                None => None,
+                Some(opened) => match opened {
+                    Ok(keystore) => Some(keystore),
+                    Err(KmsError::KeyMaterialDestroyed(_)) => {
+                        tracing::warn!(instance = %record.id, "the instance's keystore was destroyed by the HSM; its keys are unusable");
+                        None
+                    }
+                    Err(error) => return Err(error),
+                },
             };
             let token = match self.store.get(Tree::ImportTokens, record.id.as_bytes())? {
                 Some(bytes) => Some(decode::<ImportTokenRecord>(Tree::ImportTokens, &bytes)?),
@@ -235,6 +267,7 @@ impl Kms {
                     aliases: RwLock::new(HashMap::new()),
                     import_token: Mutex::new(token),
                     mutation: Mutex::new(()),
+                    awaiting_hsm: AtomicBool::new(!hsm_ready),
                 }),
             );
         }

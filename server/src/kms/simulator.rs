@@ -156,7 +156,7 @@ impl Kms {
         self.hsm.set_self_test_failure(None);
         self.hsm.reset();
         self.hsm.zeroize()?;
-        self.hsm.activate_dev_master_key(&self.master_key)?;
+        self.hsm.activate_dev_master_key(&self.master_key())?;
         self.renew_iam_signer()?;
         self.faults.clear(None);
         Ok(summary)

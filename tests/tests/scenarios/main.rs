@@ -2,6 +2,9 @@
 //! binary so the suite links the server once, not once per file.
 
 mod aliases_and_listing;
+mod ceremony;
+mod clock_expiry;
+mod degraded_start;
 mod deletion;
 mod deployment;
 mod envelope;
@@ -16,6 +19,7 @@ mod rotation;
 mod seeding;
 mod service_surface;
 mod simulator;
+mod snapshots;
 mod standard_and_import;
 mod state_matrix;
 mod timeline;

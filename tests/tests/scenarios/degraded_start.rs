@@ -1,0 +1,177 @@
+//! Start-up with an HSM whose power-on self-tests fail (forced by `HsmConfig::fail_self_test`,
+//! as `SIM_HSM_FAIL_CAST` does): the server starts anyway with health NOT_SERVING for every
+//! service, key operations fail with `UNAVAILABLE` / `HSM_SELF_TEST_FAILED_ERR`, metadata reads
+//! work, and a passing `HsmService.RunSelfTests` activates the master key and opens the
+//! keystores: health SERVING, and keys made before the restart work again.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kmsim_proto::v1 as pb;
+use kmsim_server::clock::{SimulatedClock, Timestamp};
+use kmsim_server::config::random_credentials;
+use kmsim_tests::{TestServer, assert_error, persistent_config};
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+const SERVICES: [&str; 5] = [
+    "",
+    "kmsim.v1.KeyService",
+    "kmsim.v1.InstanceService",
+    "kmsim.v1.HsmService",
+    "kmsim.v1.SimulatorService",
+];
+
+/// Waits (up to 10 s) until health reports `expected` for `service`.
+async fn await_health(server: &TestServer, service: &str, expected: ServingStatus) {
+    let mut health = HealthClient::new(server.channel());
+    let mut last = None;
+    for _ in 0..200 {
+        last = health
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .ok()
+            .map(|r| r.into_inner().status);
+        if last == Some(expected as i32) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("health of {service:?} stayed {last:?}, expected {expected:?}");
+}
+
+async fn wrap(server: &TestServer, key: &str) -> Result<Vec<u8>, tonic::Status> {
+    server
+        .keys()
+        .wrap_key(pb::WrapKeyRequest {
+            key: key.to_owned(),
+            plaintext: b"0123456789abcdef".to_vec(),
+            aad: vec![],
+        })
+        .await
+        .map(|r| r.into_inner().ciphertext)
+}
+
+async fn unwrap(
+    server: &TestServer,
+    key: &str,
+    ciphertext: &[u8],
+) -> Result<Vec<u8>, tonic::Status> {
+    server
+        .keys()
+        .unwrap_key(pb::UnwrapKeyRequest {
+            key: key.to_owned(),
+            ciphertext: ciphertext.to_vec(),
+            aad: vec![],
+        })
+        .await
+        .map(|r| r.into_inner().plaintext)
+}
+
+#[tokio::test]
+async fn a_self_test_failure_at_start_up_serves_not_serving_until_run_self_tests_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = random_credentials();
+    let master = [3u8; 32];
+    let clock = Arc::new(SimulatedClock::new(Timestamp::from_millis(
+        1_767_225_600_000,
+    )));
+    let server = TestServer::start_with(
+        persistent_config(dir.path(), master, &credentials, clock.clone()),
+        clock.clone(),
+    )
+    .await;
+    let instance = server.instance().await;
+    let key = server.root_key(&instance).await;
+    let ciphertext = wrap(&server, &key.crn).await.unwrap();
+    server.stop().await;
+
+    let mut config = persistent_config(dir.path(), master, &credentials, clock.clone());
+    config.hsm.fail_self_test = Some(sim_hsm::selftest::AES_GCM_ENC.to_owned());
+    let server = TestServer::start_with(config, clock.clone()).await;
+    for service in SERVICES {
+        await_health(&server, service, ServingStatus::NotServing).await;
+    }
+    let status = server
+        .hsm()
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.state, pb::HsmState::Error as i32);
+    assert_eq!(status.last_failure.unwrap().test, "AES-GCM-ENC");
+    // Key operations name the HSM's error state.
+    let failed = assert_error(
+        wrap(&server, &key.crn).await,
+        Code::Unavailable,
+        "HSM_SELF_TEST_FAILED_ERR",
+    );
+    assert!(failed.message().contains("self-test"), "{failed:?}");
+    assert_error(
+        unwrap(&server, &key.crn, &ciphertext).await,
+        Code::Unavailable,
+        "HSM_SELF_TEST_FAILED_ERR",
+    );
+    assert_error(
+        server
+            .keys()
+            .create_key(pb::CreateKeyRequest {
+                instance: instance.clone(),
+                name: "new".into(),
+                r#type: pb::KeyType::Root as i32,
+                ..Default::default()
+            })
+            .await,
+        Code::Unavailable,
+        "HSM_SELF_TEST_FAILED_ERR",
+    );
+    // Metadata reads work.
+    let read = server
+        .keys()
+        .get_key(pb::GetKeyRequest {
+            key: key.crn.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    assert_eq!(read.id, key.id);
+    let listed = server
+        .keys()
+        .list_keys(pb::ListKeysRequest {
+            instance: instance.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.keys.len(), 1);
+
+    // A passing run recovers everything.
+    let run = server
+        .hsm()
+        .run_self_tests(pb::RunSelfTestsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(run.state, pb::HsmState::Operational as i32);
+    for service in SERVICES {
+        await_health(&server, service, ServingStatus::Serving).await;
+    }
+    assert_eq!(
+        unwrap(&server, &key.crn, &ciphertext).await.unwrap(),
+        b"0123456789abcdef"
+    );
+    let again = wrap(&server, &key.crn).await.unwrap();
+    unwrap(&server, &key.crn, &again).await.unwrap();
+    let other = server.root_key(&instance).await;
+    wrap(&server, &other.crn).await.unwrap();
+    server.stop().await;
+}
