@@ -49,6 +49,7 @@
 //! # }
 //! ```
 
+mod audit;
 pub mod cli;
 mod client;
 pub mod datakey;

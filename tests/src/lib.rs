@@ -137,6 +137,14 @@ impl TestServer {
         SimulatorServiceClient::with_interceptor(self.channel(), Self::auth(Some(DEV_TOKEN)))
     }
 
+    /// An EventService client acting as the admin (development token).
+    pub fn events(&self) -> pb::event_service_client::EventServiceClient<AuthenticatedChannel> {
+        pb::event_service_client::EventServiceClient::with_interceptor(
+            self.channel(),
+            Self::auth(Some(DEV_TOKEN)),
+        )
+    }
+
     /// An HsmService client.
     pub fn hsm(&self) -> HsmServiceClient<AuthenticatedChannel> {
         HsmServiceClient::with_interceptor(self.channel(), Self::auth(Some(DEV_TOKEN)))

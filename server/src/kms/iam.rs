@@ -137,6 +137,8 @@ pub enum Action {
     /// Simulator and HSM administration: the clock, faults, reset, self-tests, tamper and
     /// zeroize.
     Administer,
+    /// Read an instance's audit events (every instance's: Administrator).
+    ReadAuditEvents,
 }
 
 impl Action {
@@ -158,7 +160,10 @@ impl Action {
             | Action::RotateKey
             | Action::ManageAliases
             | Action::ManageImportToken => Role::Writer,
-            Action::SetKeyState | Action::DeleteKey | Action::RestoreKey => Role::Manager,
+            Action::SetKeyState
+            | Action::DeleteKey
+            | Action::RestoreKey
+            | Action::ReadAuditEvents => Role::Manager,
             Action::PurgeKey => Role::KeyPurge,
         }
     }

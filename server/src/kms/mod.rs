@@ -127,6 +127,8 @@ pub struct Kms {
     /// Injected fault rules, applied by the gRPC layer.
     faults: Arc<crate::faults::Faults>,
     iam: iam::IamState,
+    /// The audit trail (`crate::audit`).
+    audit: crate::audit::AuditTrail,
 }
 
 /// Locks a mutex, recovering from poisoning: every critical section either completes its
@@ -175,7 +177,9 @@ impl Kms {
         dev_token: bool,
     ) -> Result<Self, KmsError> {
         let iam = iam::IamState::open(&hsm, store.as_ref(), &credentials, dev_token)?;
+        let audit = crate::audit::AuditTrail::open(Arc::clone(&store))?;
         let kms = Self {
+            audit,
             iam,
             hsm,
             master_key,
@@ -250,6 +254,11 @@ impl Kms {
     /// The service's clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// The audit trail.
+    pub fn audit(&self) -> &crate::audit::AuditTrail {
+        &self.audit
     }
 
     /// The HSM.

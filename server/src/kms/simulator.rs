@@ -116,7 +116,7 @@ impl Kms {
     }
 
     /// Wipes all state: every instance, key and import token (records and index), every
-    /// fault rule, and every HSM token (the HSM is zeroized, its self-test failure injection cleared, its
+    /// fault rule, every audit event, and every HSM token (the HSM is zeroized, its self-test failure injection cleared, its
     /// self-tests re-run, and the master key re-activated). The clock keeps its time.
     ///
     /// Calls running concurrently with a reset may fail; test suites reset between tests.
@@ -150,6 +150,8 @@ impl Kms {
         self.hsm.activate_dev_master_key(&self.master_key)?;
         self.renew_iam_signer()?;
         self.faults.clear(None);
+        // The trail goes too; sequence numbers continue (see `audit::trail`).
+        self.audit.wipe()?;
         Ok(summary)
     }
 

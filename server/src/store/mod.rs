@@ -29,11 +29,13 @@ pub enum Tree {
     AccessPolicies,
     /// Service-to-service authorizations, keyed by authorization id bytes.
     Authorizations,
+    /// The audit trail, keyed by the event's big-endian sequence number.
+    Audit,
 }
 
 impl Tree {
     /// Every tree.
-    pub const ALL: [Tree; 9] = [
+    pub const ALL: [Tree; 10] = [
         Tree::Instances,
         Tree::Keys,
         Tree::ImportTokens,
@@ -43,6 +45,7 @@ impl Tree {
         Tree::ApiKeys,
         Tree::AccessPolicies,
         Tree::Authorizations,
+        Tree::Audit,
     ];
 
     /// The tree's name on disk.
@@ -57,12 +60,16 @@ impl Tree {
             Tree::ApiKeys => "iam_api_keys",
             Tree::AccessPolicies => "iam_access_policies",
             Tree::Authorizations => "iam_authorizations",
+            Tree::Audit => "audit",
         }
     }
 }
 
 /// Key-value pairs, as scans return them.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// One key-value pair.
+pub type Entry = (Vec<u8>, Vec<u8>);
 
 /// One change in an atomic batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +126,27 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError>;
     /// Whether the store is open and writable (for health checks).
     fn is_healthy(&self) -> bool;
+
+    /// Visits the entries of a tree whose key is at or after `start`, in key order, while
+    /// `visit` returns true. Backends override it to avoid reading the whole tree.
+    fn scan_from(
+        &self,
+        tree: Tree,
+        start: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        for (key, value) in self.scan_prefix(tree, b"")? {
+            if key.as_slice() >= start && !visit(&key, &value) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry with the greatest key of a tree, if any.
+    fn last(&self, tree: Tree) -> Result<Option<Entry>, StoreError> {
+        Ok(self.scan_prefix(tree, b"")?.pop())
+    }
 
     /// Inserts or replaces one value, durably.
     fn put(&self, tree: Tree, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sled::Transactional;
 
-use super::{Change, Entries, Store, StoreError, Tree};
+use super::{Change, Entries, Entry, Store, StoreError, Tree};
 
 /// A [`Store`] in a sled database directory.
 #[derive(Debug)]
@@ -140,6 +140,28 @@ impl Store for SledStore {
 
     fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::SeqCst)
+    }
+
+    fn scan_from(
+        &self,
+        tree: Tree,
+        start: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        for entry in self.tree(tree).range(start..) {
+            let (key, value) = entry.map_err(StoreError::backend)?;
+            if !visit(&key, &value) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn last(&self, tree: Tree) -> Result<Option<Entry>, StoreError> {
+        self.tree(tree)
+            .last()
+            .map(|entry| entry.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .map_err(StoreError::backend)
     }
 }
 
