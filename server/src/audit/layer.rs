@@ -22,7 +22,8 @@ use tonic_types::StatusExt;
 use tower::{Layer, Service};
 
 use super::{
-    ActionSpec, AuditNote, AuditRecord, Durability, Outcome, action_for, action_name, severity,
+    ActionSpec, AuditNote, AuditRecord, AuditTarget, Durability, Outcome, action_for, action_name,
+    severity,
 };
 use crate::auth::Identity;
 use crate::kms::Kms;
@@ -96,7 +97,8 @@ where
                 // An unreadable body fails in the service too; record what it answers.
                 Err(_) => Bytes::new(),
             };
-            let subject = crate::faults::layer::first_string_field(&bytes);
+            let target = crate::faults::layer::first_string_field(&bytes)
+                .and_then(|subject| kms.audit_target(&subject));
             let method = parts.uri.path().to_owned();
             let request =
                 http::Request::from_parts(parts, Body::new(http_body_util::Full::new(bytes)));
@@ -105,7 +107,7 @@ where
                 &kms,
                 spec,
                 &note,
-                subject.as_deref(),
+                target,
                 method,
                 correlation_id,
                 response.headers(),
@@ -165,7 +167,7 @@ pub fn build_event(
     kms: &Kms,
     spec: ActionSpec,
     note: &AuditNote,
-    subject: Option<&str>,
+    target: Option<AuditTarget>,
     method: String,
     correlation_id: String,
     headers: &http::HeaderMap,
@@ -187,15 +189,20 @@ pub fn build_event(
         _ => (Code::Ok, String::new(), 200),
     };
     let mut fields = note.fields();
-    let derived = match (&fields.target_crn, subject) {
-        (None, Some(subject)) => kms.audit_target(subject),
-        _ => None,
-    };
-    if let Some((crn, instance, service, state)) = derived {
-        fields.target_crn = Some(crn);
-        fields.instance = Some((instance, service));
+    // What the handler noted wins; otherwise the target the request named, with the key's
+    // state refreshed after a successful mutation (reads and failures do not change it).
+    if let (None, Some(target)) = (&fields.target_crn, target) {
+        fields.target_crn = Some(target.crn);
+        fields.instance = Some((target.instance, target.service));
         if fields.key_state.is_none() {
-            fields.key_state = state;
+            fields.key_state = match target.key {
+                Some(key)
+                    if grpc_code == Code::Ok && spec.durability == Durability::BeforeReply =>
+                {
+                    kms.audit_key_state(key)
+                }
+                _ => target.key_state,
+            };
         }
     }
     let initiator: Option<Identity> = fields.initiator;

@@ -23,7 +23,7 @@ use crate::auth::{Identity, IdentityKind};
 use crate::clock::Timestamp;
 use crate::error::KmsError;
 use crate::kms::iam::Action;
-use crate::kms::ids::{IdentityId, InstanceId, KeyRef, ServiceName};
+use crate::kms::ids::{Crn, IdentityId, InstanceId, KeyId, KeyRef, ServiceName};
 use crate::kms::records::Lifecycle;
 use crate::kms::state::KeyState;
 use crate::kms::{KeyView, Kms, lock};
@@ -313,6 +313,14 @@ impl AuditNote {
         }
     }
 
+    /// Records the target (a key's or an instance's CRN) when the request did not name it
+    /// (e.g. the instance a `CreateInstance` made).
+    pub fn set_target(&self, crn: &Crn) {
+        let mut fields = lock(&self.0);
+        fields.target_crn = Some(crn.to_string());
+        fields.instance = Some((crn.instance, crn.service));
+    }
+
     /// Records the key version the call used.
     pub fn set_key_version(&self, id: impl ToString) {
         lock(&self.0).key_version_id = Some(id.to_string());
@@ -385,38 +393,69 @@ impl Kms {
         self.audit().read(after, filter, limit)
     }
 
-    /// The target the audit layer derives from a request's first string field when the
-    /// handler did not name one: a key (CRN or path), else an instance. Returns the target
-    /// CRN, its instance and service, and the key's state.
-    pub(crate) fn audit_target(
-        &self,
-        subject: &str,
-    ) -> Option<(String, InstanceId, ServiceName, Option<KeyState>)> {
+    /// The target the audit layer derives, before the call, from a request's first string
+    /// field: a key (CRN or path) that exists, else its instance, else an instance.
+    pub(crate) fn audit_target(&self, subject: &str) -> Option<AuditTarget> {
         if let Ok(key) = subject.parse::<KeyRef>() {
             if let Ok((instance, entry)) = self.resolve(&key) {
                 let record = entry.snapshot();
                 let crn = instance.record.crn();
-                let state = match record.state_at(self.now()) {
-                    Lifecycle::Live(state) => Some(state),
-                    Lifecycle::Purged => None,
-                };
-                return Some((
-                    crn.key(record.id).to_string(),
-                    instance.record.id,
-                    crn.service,
-                    state,
-                ));
+                return Some(AuditTarget {
+                    crn: crn.key(record.id).to_string(),
+                    instance: instance.record.id,
+                    service: crn.service,
+                    key: Some(record.id),
+                    key_state: self.audit_key_state(record.id),
+                });
             }
             let instance = self.instance(key.instance()).ok()?;
             let crn = instance.record.crn();
-            return Some((crn.to_string(), instance.record.id, crn.service, None));
+            return Some(AuditTarget {
+                crn: crn.to_string(),
+                instance: instance.record.id,
+                service: crn.service,
+                key: None,
+                key_state: None,
+            });
         }
         let instance: crate::kms::ids::InstanceRef = subject.parse().ok()?;
         let instance = self.instance(instance.id()).ok()?;
         let crn = instance.record.crn();
-        Some((crn.to_string(), instance.record.id, crn.service, None))
+        Some(AuditTarget {
+            crn: crn.to_string(),
+            instance: instance.record.id,
+            service: crn.service,
+            key: None,
+            key_state: None,
+        })
+    }
+
+    /// A key's effective state now, if it exists.
+    pub(crate) fn audit_key_state(&self, key: KeyId) -> Option<KeyState> {
+        let entry = self.key_entry(key)?;
+        match entry.snapshot().state_at(self.now()) {
+            Lifecycle::Live(state) => Some(state),
+            Lifecycle::Purged => None,
+        }
     }
 }
+
+/// What the audit layer learns about a call's target from its request, before the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditTarget {
+    /// The key's or the instance's CRN.
+    pub crn: String,
+    /// The instance.
+    pub instance: InstanceId,
+    /// The service the instance is served as.
+    pub service: ServiceName,
+    /// The key, when the target is one.
+    pub key: Option<KeyId>,
+    /// The key's state before the call.
+    pub key_state: Option<KeyState>,
+}
+
+impl Kms {}
 
 #[cfg(test)]
 mod tests {

@@ -261,6 +261,11 @@ impl Kms {
         &self.audit
     }
 
+    /// A loaded key by id (the audit layer reads its state).
+    pub(crate) fn key_entry(&self, id: KeyId) -> Option<Arc<KeyEntry>> {
+        read(&self.keys).get(&id).cloned()
+    }
+
     /// The HSM.
     pub fn hsm(&self) -> &Arc<Hsm> {
         &self.hsm
