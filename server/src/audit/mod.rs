@@ -395,7 +395,7 @@ impl Kms {
 
     /// The target the audit layer derives, before the call, from a request's first string
     /// field: a key (CRN or path) that exists, else its instance, else an instance.
-    pub(crate) fn audit_target(&self, subject: &str) -> Option<AuditTarget> {
+    pub fn audit_target(&self, subject: &str) -> Option<AuditTarget> {
         if let Ok(key) = subject.parse::<KeyRef>() {
             if let Ok((instance, entry)) = self.resolve(&key) {
                 let record = entry.snapshot();
