@@ -113,6 +113,25 @@ fn bench(c: &mut Criterion) {
 
     let spec = action_for("/kmsim.v1.KeyService/WrapKey").unwrap();
     let headers = http::HeaderMap::new();
+    group.bench_function("resolve_target", |b| {
+        b.iter(|| kms.audit_target(black_box(&crn)))
+    });
+    group.bench_function("build_wrap_event", |b| {
+        b.iter(|| {
+            let note = AuditNote::default();
+            note.set_initiator(admin);
+            let target = kms.audit_target(black_box(&crn));
+            kmsim_server::audit::layer::build_event(
+                &kms,
+                spec,
+                &note,
+                target,
+                "/kmsim.v1.KeyService/WrapKey".to_owned(),
+                "bench".to_owned(),
+                &headers,
+            )
+        })
+    });
     group.bench_function("build_and_enqueue_wrap_event", |b| {
         b.iter(|| {
             let note = AuditNote::default();
