@@ -557,6 +557,42 @@ async fn listing_pages_filters_and_permissions() {
         assert_eq!(status.code(), Code::PermissionDenied);
     }
 
+    // Injected latency: the call succeeds, its event is marked with the added delay.
+    server
+        .simulator()
+        .inject_fault(pb::InjectFaultRequest {
+            rule: Some(pb::FaultRule {
+                method: "GetKey".into(),
+                kind: pb::FaultKind::Latency as i32,
+                latency: Some(prost_types::Duration {
+                    seconds: 0,
+                    nanos: 20_000_000,
+                }),
+                trigger: Some(Trigger::EveryNth(1)),
+                count: 1,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    keys.get_key(pb::GetKeyRequest {
+        key: key.crn.clone(),
+    })
+    .await
+    .unwrap();
+    let delayed = list(
+        &server,
+        pb::AuditEventFilter {
+            action_prefix: "kms.secrets.read".into(),
+            ..all()
+        },
+    )
+    .await;
+    assert_eq!(delayed.len(), 1);
+    assert!(delayed[0].injected);
+    assert_eq!(delayed[0].injected_latency_ms, 20);
+    assert_eq!(delayed[0].outcome, pb::AuditOutcome::Success as i32);
+
     // Reset wipes the trail; numbering continues.
     let before = list(&server, all()).await;
     let last = before.last().unwrap().sequence;
