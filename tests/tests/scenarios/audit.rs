@@ -666,3 +666,51 @@ async fn watch_replays_then_streams_live_events() {
     drop(resumed);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_watcher_that_falls_behind_misses_nothing() {
+    use kmsim_server::audit::{AuditRecord, Outcome, Severity};
+
+    let server = TestServer::start().await;
+    let client = server.client();
+    let mut stream = client.watch_audit_events(all(), 0).await.unwrap();
+    // Far more events than the live feed buffers, while the watcher reads nothing.
+    let count = 6000;
+    for n in 0..count {
+        server.kms.audit().record(AuditRecord {
+            sequence: 0,
+            time: server.kms.now(),
+            action: format!("kmsim.bench.event-{n}"),
+            outcome: Outcome::Success,
+            severity: Severity::Normal,
+            grpc_code: 0,
+            reason: String::new(),
+            http_status: 200,
+            initiator_id: None,
+            initiator_kind: None,
+            target_crn: String::new(),
+            instance: None,
+            method: String::new(),
+            key_state: None,
+            key_version_id: String::new(),
+            rewrapped_key_version_id: String::new(),
+            injected: false,
+            injected_latency_ms: 0,
+            correlation_id: String::new(),
+        });
+    }
+    server.kms.audit().sync().await;
+    let mut previous = 0;
+    let mut seen = 0;
+    while seen < count {
+        let event = next(&mut stream).await;
+        assert_eq!(event.sequence, previous + 1, "no gap, no repeat");
+        previous = event.sequence;
+        if event.action.starts_with("kmsim.bench.") {
+            assert_eq!(event.action, format!("kmsim.bench.event-{seen}"));
+            seen += 1;
+        }
+    }
+    drop(stream);
+    server.stop().await;
+}
