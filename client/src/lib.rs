@@ -49,6 +49,7 @@
 //! # }
 //! ```
 
+mod audit;
 pub mod ceremony;
 pub mod cli;
 mod client;

@@ -10,6 +10,7 @@
 //! `kms::iam`), `error` (every failure and its one mapping to a gRPC status), `store`
 //! (durable state), `clock`, `config`.
 
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -214,8 +215,17 @@ pub async fn serve_kms(
         stopped.clone(),
     ));
     let timer_task = tokio::spawn(run_timers(Arc::clone(&kms), stopped));
+    kms.audit().set_closing(false);
+    let closing = Arc::clone(&kms);
+    let shutdown = async move {
+        shutdown.await;
+        // Live audit watches end, so draining does not wait for them.
+        closing.audit().set_closing(true);
+    };
 
     let result = tonic::transport::Server::builder()
+        // The audit layer outermost: it records every call, refused ones included.
+        .layer(audit::layer::AuditLayer::new(Arc::clone(&kms)))
         // Authentication first: an unauthenticated call never reaches the fault rules.
         .layer(auth::layer::AuthLayer::new(Arc::clone(&kms)))
         .layer(faults::layer::FaultLayer::new(Arc::clone(kms.faults())))
@@ -244,6 +254,8 @@ pub async fn serve_kms(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     let _ = stop_background.send(true);
+    // Every answered call's audit event is on disk before the server returns.
+    kms.audit().sync().await;
     let _ = health_task.await;
     let _ = timer_task.await;
     result.map_err(ServeError::from)

@@ -89,6 +89,9 @@ where
                 .map(http::HeaderValue::as_bytes);
             match self.kms.authenticate(header) {
                 Ok(identity) => {
+                    if let Some(note) = request.extensions().get::<crate::audit::AuditNote>() {
+                        note.set_initiator(identity);
+                    }
                     request.extensions_mut().insert(identity);
                 }
                 Err(error) => {

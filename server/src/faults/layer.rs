@@ -77,6 +77,10 @@ where
             return Box::pin(inner.call(request));
         }
         let faults = Arc::clone(&self.faults);
+        let note = request
+            .extensions()
+            .get::<crate::audit::AuditNote>()
+            .cloned();
         Box::pin(async move {
             let (request, subject) = if faults.needs_subject(&path) {
                 let (parts, body) = request.into_parts();
@@ -94,10 +98,16 @@ where
             match faults.decide(&path, subject.as_deref()) {
                 Some(Injection::Fail(failure)) => {
                     tracing::info!(%path, ?failure, "injected fault");
+                    if let Some(note) = &note {
+                        note.mark_injected(None);
+                    }
                     Ok(tonic::Status::from(KmsError::Injected(failure)).into_http())
                 }
                 Some(Injection::Delay(delay)) => {
                     tracing::info!(%path, ?delay, "injected latency");
+                    if let Some(note) = &note {
+                        note.mark_injected(Some(delay));
+                    }
                     tokio::time::sleep(delay).await;
                     inner.call(request).await
                 }
@@ -109,7 +119,7 @@ where
 
 /// Field 1 of the (uncompressed) message in a unary gRPC request body, when it is a UTF-8
 /// length-delimited field.
-fn first_string_field(body: &[u8]) -> Option<String> {
+pub(crate) fn first_string_field(body: &[u8]) -> Option<String> {
     // The gRPC frame: compression flag, 4-byte length, message.
     let (&[0, a, b, c, d], rest) = body.split_first_chunk::<5>()? else {
         return None;

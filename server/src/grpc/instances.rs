@@ -69,6 +69,7 @@ impl InstanceService for Instances {
         request: Request<pb::CreateInstanceRequest>,
     ) -> Result<Response<pb::CreateInstanceResponse>, Status> {
         let who = caller(&request)?;
+        let note = crate::grpc::audit_note(&request);
         let request = request.into_inner();
         let new = NewInstance {
             name: text("name", &request.name, 1, 90)?,
@@ -77,6 +78,9 @@ impl InstanceService for Instances {
             account: optional("account_id", &request.account_id)?,
         };
         let record = blocking(&self.kms, move |kms| kms.create_instance(&who, new)).await?;
+        if let Some(note) = note {
+            note.set_target(&record.crn());
+        }
         Ok(Response::new(pb::CreateInstanceResponse {
             instance: Some(to_proto(&record)),
         }))

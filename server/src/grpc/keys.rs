@@ -8,9 +8,10 @@ use pb::key_service_server::KeyService;
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
+use crate::audit::AuditNote;
 use crate::clock::Timestamp;
 use crate::error::{FieldProblem, KmsError};
-use crate::grpc::{blocking, caller, page_size, page_token, parse, policies, text};
+use crate::grpc::{audit_note, blocking, caller, page_size, page_token, parse, policies, text};
 use crate::kms::ids::{Alias, InstanceRef, KeyId, KeyRef};
 use crate::kms::keys::KeySearch;
 use crate::kms::keystore::SecureImportInput;
@@ -173,6 +174,13 @@ fn key_size(bits: i32) -> Result<usize, KmsError> {
     }
 }
 
+/// Tells the call's audit note the key as the call left it.
+fn note_key(note: Option<AuditNote>, view: &KeyView) {
+    if let Some(note) = note {
+        note.set_key(view);
+    }
+}
+
 fn key_ref(value: &str) -> Result<KeyRef, KmsError> {
     parse("key", value)
 }
@@ -192,6 +200,7 @@ impl KeyService for Keys {
         request: Request<pb::CreateKeyRequest>,
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
         let who = caller(&request)?;
+        let note = audit_note(&request);
         let request = request.into_inner();
         let kind = match pb::KeyType::try_from(request.r#type) {
             Ok(pb::KeyType::Root) => KeyKind::Root,
@@ -238,6 +247,7 @@ impl KeyService for Keys {
             material,
         };
         let view = blocking(&self.kms, move |kms| kms.create_key(&who, new)).await?;
+        note_key(note, &view);
         Ok(Response::new(pb::CreateKeyResponse {
             key: Some(key_to_proto(&view)),
         }))
@@ -250,6 +260,7 @@ impl KeyService for Keys {
         let who = caller(&request)?;
         let key = key_ref(&request.get_ref().key)?;
         let view = self.kms.get_key(&who, &key)?;
+        note_key(audit_note(&request), &view);
         Ok(Response::new(pb::GetKeyResponse {
             key: Some(key_to_proto(&view)),
         }))
@@ -311,6 +322,7 @@ impl KeyService for Keys {
         request: Request<pb::WrapKeyRequest>,
     ) -> Result<Response<pb::WrapKeyResponse>, Status> {
         let who = caller(&request)?;
+        let note = audit_note(&request);
         let request = request.into_inner();
         let key = key_ref(&request.key)?;
         if request.plaintext.len() > MAX_WRAP_PLAINTEXT {
@@ -319,6 +331,9 @@ impl KeyService for Keys {
         let plaintext = (!request.plaintext.is_empty()).then(|| Zeroizing::new(request.plaintext));
         let aad = aad(request.aad)?;
         let result = self.kms.wrap(&who, &key, plaintext, &aad)?;
+        if let Some(note) = note {
+            note.set_key_version(result.version.id);
+        }
         Ok(Response::new(pb::WrapKeyResponse {
             ciphertext: result.ciphertext,
             plaintext: result.generated.map(|p| p.to_vec()).unwrap_or_default(),
@@ -331,12 +346,20 @@ impl KeyService for Keys {
         request: Request<pb::UnwrapKeyRequest>,
     ) -> Result<Response<pb::UnwrapKeyResponse>, Status> {
         let who = caller(&request)?;
+        let note = audit_note(&request);
         let request = request.into_inner();
         let key = key_ref(&request.key)?;
         let aad = aad(request.aad)?;
         let result = self
             .kms
             .unwrap(&who, &key, ciphertext(&request.ciphertext)?, &aad)?;
+        if let Some(note) = note {
+            // The version that made the ciphertext, and the one it was rewrapped under.
+            note.set_key_version(result.version.id);
+            if let Some((_, version)) = &result.rewrapped {
+                note.set_rewrapped_key_version(version.id);
+            }
+        }
         let (rewrapped_ciphertext, rewrapped_key_version) = match result.rewrapped {
             Some((bytes, version)) => (bytes, Some(version_to_proto(&version))),
             None => (Vec::new(), None),
@@ -354,12 +377,17 @@ impl KeyService for Keys {
         request: Request<pb::RewrapKeyRequest>,
     ) -> Result<Response<pb::RewrapKeyResponse>, Status> {
         let who = caller(&request)?;
+        let note = audit_note(&request);
         let request = request.into_inner();
         let key = key_ref(&request.key)?;
         let aad = aad(request.aad)?;
         let result = self
             .kms
             .rewrap(&who, &key, ciphertext(&request.ciphertext)?, &aad)?;
+        if let Some(note) = note {
+            note.set_key_version(result.version.id);
+            note.set_rewrapped_key_version(result.rewrapped_version.id);
+        }
         Ok(Response::new(pb::RewrapKeyResponse {
             ciphertext: result.ciphertext,
             key_version: Some(version_to_proto(&result.version)),
@@ -372,6 +400,7 @@ impl KeyService for Keys {
         request: Request<pb::RotateKeyRequest>,
     ) -> Result<Response<pb::RotateKeyResponse>, Status> {
         let who = caller(&request)?;
+        let note = audit_note(&request);
         let request = request.into_inner();
         let key = key_ref(&request.key)?;
         let material = match request.material {
@@ -384,6 +413,7 @@ impl KeyService for Keys {
             }
         };
         let view = blocking(&self.kms, move |kms| kms.rotate_key(&who, &key, material)).await?;
+        note_key(note, &view);
         Ok(Response::new(pb::RotateKeyResponse {
             key: Some(key_to_proto(&view)),
         }))
@@ -428,6 +458,7 @@ impl KeyService for Keys {
         let who = caller(&request)?;
         let key = key_ref(&request.get_ref().key)?;
         let view = blocking(&self.kms, move |kms| kms.disable_key(&who, &key)).await?;
+        note_key(audit_note(&request), &view);
         Ok(Response::new(pb::DisableKeyResponse {
             key: Some(key_to_proto(&view)),
         }))
@@ -440,6 +471,7 @@ impl KeyService for Keys {
         let who = caller(&request)?;
         let key = key_ref(&request.get_ref().key)?;
         let view = blocking(&self.kms, move |kms| kms.enable_key(&who, &key)).await?;
+        note_key(audit_note(&request), &view);
         Ok(Response::new(pb::EnableKeyResponse {
             key: Some(key_to_proto(&view)),
         }))
@@ -450,12 +482,14 @@ impl KeyService for Keys {
         request: Request<pb::DeleteKeyRequest>,
     ) -> Result<Response<pb::DeleteKeyResponse>, Status> {
         let who = caller(&request)?;
+        let note = audit_note(&request);
         let request = request.into_inner();
         let key = key_ref(&request.key)?;
         let view = blocking(&self.kms, move |kms| {
             kms.delete_key(&who, &key, request.force)
         })
         .await?;
+        note_key(note, &view);
         Ok(Response::new(pb::DeleteKeyResponse {
             key: Some(key_to_proto(&view)),
         }))
@@ -468,6 +502,7 @@ impl KeyService for Keys {
         let who = caller(&request)?;
         let key = key_ref(&request.get_ref().key)?;
         let view = blocking(&self.kms, move |kms| kms.restore_key(&who, &key)).await?;
+        note_key(audit_note(&request), &view);
         Ok(Response::new(pb::RestoreKeyResponse {
             key: Some(key_to_proto(&view)),
         }))
@@ -480,6 +515,7 @@ impl KeyService for Keys {
         let who = caller(&request)?;
         let key = key_ref(&request.get_ref().key)?;
         let view = blocking(&self.kms, move |kms| kms.purge_key(&who, &key)).await?;
+        note_key(audit_note(&request), &view);
         Ok(Response::new(pb::PurgeKeyResponse {
             key: Some(key_to_proto(&view)),
         }))

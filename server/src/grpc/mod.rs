@@ -46,6 +46,15 @@ pub(crate) fn caller<T>(request: &Request<T>) -> Result<Identity, Status> {
         .ok_or_else(|| KmsError::Unauthenticated(AuthFailure::Missing).into())
 }
 
+/// The audit note of a call (put there by the audit layer), for handlers to add what they
+/// learn about the target (key state, versions). `None` when no audit layer runs.
+pub(crate) fn audit_note<T>(request: &Request<T>) -> Option<crate::audit::AuditNote> {
+    request
+        .extensions()
+        .get::<crate::audit::AuditNote>()
+        .cloned()
+}
+
 /// Runs a domain call that writes to the store on the blocking pool, so a flush never stalls
 /// the async workers.
 pub(crate) async fn blocking<T, F>(kms: &Arc<Kms>, call: F) -> Result<T, Status>

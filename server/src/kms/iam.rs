@@ -154,6 +154,8 @@ pub enum Action {
     AckLifecycleEvent,
     /// Re-send a key's last lifecycle event (`SyncKey`).
     SyncKey,
+    /// Read an instance's audit events (every instance's: Administrator).
+    ReadAuditEvents,
 }
 
 impl Action {
@@ -180,7 +182,8 @@ impl Action {
             | Action::DeleteKey
             | Action::RestoreKey
             | Action::ManagePolicies
-            | Action::AuthorizeDeletion => Role::Manager,
+            | Action::AuthorizeDeletion
+            | Action::ReadAuditEvents => Role::Manager,
             Action::PurgeKey => Role::KeyPurge,
             Action::ManageRegistrations
             | Action::ListRegistrations

@@ -298,7 +298,73 @@ impl Kms {
             key_version,
             by: who.id.to_string(),
         });
-        self.rewrite_lifecycle(next)
+        let failed = conflict.then(|| next.clone());
+        let written = self.rewrite_lifecycle(next)?;
+        if let Some(failed) = failed {
+            self.audit_lifecycle_failure(&failed, Some(who));
+        }
+        Ok(written)
+    }
+
+    /// Records a lifecycle event's failure in the audit trail, as Activity Tracker logs it:
+    /// `kms.secrets.ack-<kind>` (`hs-crypto.` for HPCS), outcome failure, HTTP status 408 (no
+    /// acknowledgement within 4 hours) or 409 (the adopter's key state conflicts), with the
+    /// key as target. `who` is the adopter whose acknowledgement conflicted; a timeout has no
+    /// initiator.
+    fn audit_lifecycle_failure(&self, event: &LifecycleEventRecord, who: Option<&Identity>) {
+        let DeliveryStatus::Failed { reason } = event.status else {
+            return;
+        };
+        let prefix = if event.key_crn.contains(":hs-crypto:") {
+            "hs-crypto"
+        } else {
+            "kms"
+        };
+        let kind = match event.kind {
+            LifecycleKind::Rotate => "rotate",
+            LifecycleKind::Disable => "disable",
+            LifecycleKind::Enable => "enable",
+            LifecycleKind::Delete => "delete",
+            LifecycleKind::Restore => "restore",
+            LifecycleKind::Sync => "sync",
+        };
+        let (grpc_code, code, method) = if reason == 408 {
+            (
+                tonic::Code::DeadlineExceeded,
+                "LIFECYCLE_ACK_TIMEOUT_ERR",
+                String::new(),
+            )
+        } else {
+            (
+                tonic::Code::FailedPrecondition,
+                "LIFECYCLE_ADOPTER_STATE_CONFLICT_ERR",
+                "/kmsim.v1.EventService/AckLifecycleEvent".to_owned(),
+            )
+        };
+        self.audit().record(crate::audit::AuditRecord {
+            sequence: 0,
+            time: self.now(),
+            action: format!("{prefix}.secrets.ack-{kind}"),
+            outcome: crate::audit::Outcome::Failure,
+            severity: crate::audit::Severity::Warning,
+            grpc_code: grpc_code as i32,
+            reason: code.to_owned(),
+            http_status: reason,
+            initiator_id: who.map(|w| w.id),
+            initiator_kind: who.map(|w| w.kind),
+            target_crn: event.key_crn.clone(),
+            instance: Some(event.instance),
+            method,
+            key_state: Some(event.key_state),
+            key_version_id: event
+                .new_key_version
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            rewrapped_key_version_id: String::new(),
+            injected: false,
+            injected_latency_ms: 0,
+            correlation_id: event.id.to_string(),
+        });
     }
 
     /// Timer: an event still pending 4 hours after emission fails with 408. Returns whether
@@ -317,7 +383,9 @@ impl Kms {
         }
         let mut next = (*event).clone();
         next.status = DeliveryStatus::Failed { reason: 408 };
+        let failed = next.clone();
         self.rewrite_lifecycle(next)?;
+        self.audit_lifecycle_failure(&failed, None);
         Ok(true)
     }
 

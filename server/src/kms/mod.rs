@@ -153,6 +153,8 @@ pub struct Kms {
     lifecycle: lifecycle::LifecycleState,
     /// Ids, secrets and salts (seeded under `--deterministic`).
     pub(crate) random: crate::random::Randomness,
+    /// The audit trail (`crate::audit`).
+    audit: crate::audit::AuditTrail,
 }
 
 /// Locks a mutex, recovering from poisoning: every critical section either completes its
@@ -202,7 +204,9 @@ impl Kms {
     ) -> Result<Self, KmsError> {
         let iam = iam::IamState::open(&hsm, store.as_ref(), &credentials, dev_token)?;
         let random = crate::random::Randomness::default();
+        let audit = crate::audit::AuditTrail::open(Arc::clone(&store))?;
         let kms = Self {
+            audit,
             iam,
             faults: Arc::new(crate::faults::Faults::with_random(random.clone())),
             random,
@@ -300,6 +304,16 @@ impl Kms {
     /// The service's clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// The audit trail.
+    pub fn audit(&self) -> &crate::audit::AuditTrail {
+        &self.audit
+    }
+
+    /// A loaded key by id (the audit layer reads its state).
+    pub(crate) fn key_entry(&self, id: KeyId) -> Option<Arc<KeyEntry>> {
+        read(&self.keys).get(&id).cloned()
     }
 
     /// The HSM.

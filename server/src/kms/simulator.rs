@@ -116,8 +116,8 @@ impl Kms {
     }
 
     /// Wipes all state: every instance, key, import token, registration and lifecycle event
-    /// (records and index), every
-    /// fault rule, and every HSM token (the HSM is zeroized, its self-test failure injection cleared, its
+    /// (records and index), every fault rule, every audit event, and every HSM token (the HSM
+    /// is zeroized, its self-test failure injection cleared, its
     /// self-tests re-run, and the master key re-activated). The clock keeps its time.
     ///
     /// Calls running concurrently with a reset may fail; test suites reset between tests.
@@ -159,6 +159,8 @@ impl Kms {
         self.hsm.activate_dev_master_key(&self.master_key())?;
         self.renew_iam_signer()?;
         self.faults.clear(None);
+        // The trail goes too; sequence numbers continue (see `audit::trail`).
+        self.audit.wipe()?;
         Ok(summary)
     }
 

@@ -1,7 +1,7 @@
 //! Whole-state snapshots (`SimulatorService.ExportSnapshot` / `ImportSnapshot`).
 //!
 //! A snapshot holds every entry of every store tree ([`Tree::ALL`], so trees added later are
-//! included without changes here) and the clock's time, as JSON, sealed by the HSM under its
+//! included without changes here) except the audit trail, and the clock's time, as JSON, sealed by the HSM under its
 //! current master key ([`sim_hsm::Hsm::seal_export`], AES-256-GCM): HSM records are already
 //! sealed by the master key, KMS records hold no key material, and the seal makes the whole
 //! blob useless (and unforgeable) without the master key. Layout: [`MAGIC`] followed by the
@@ -10,7 +10,9 @@
 //! Import checks everything before touching anything (header, master key, seal, contents),
 //! then rewrites every tree in one store transaction, makes the HSM reload its objects, and
 //! reloads the KMS through the same code [`Kms::open`] uses, so any state loaded there is
-//! restored too. Fault rules are cleared. A simulated clock moves forward to the snapshot's
+//! restored too. Fault rules are cleared. The audit trail is history, not state: a snapshot
+//! does not carry it and an import leaves it as it is (the import itself is recorded in it,
+//! with sequence numbers that continue). A simulated clock moves forward to the snapshot's
 //! time if that is later; it never moves backwards.
 
 use std::collections::BTreeMap;
@@ -66,6 +68,11 @@ pub struct SnapshotImport {
     pub time: Timestamp,
 }
 
+/// Whether `tree` belongs in a snapshot: every tree but the audit trail.
+fn in_snapshot(tree: Tree) -> bool {
+    tree != Tree::Audit
+}
+
 impl Kms {
     /// Exports the whole durable state, sealed under the HSM's current master key. Holds the
     /// instance-administration and timer locks, so no instance is created or deleted and no
@@ -75,7 +82,7 @@ impl Kms {
         let _firing = lock(&self.firing);
         let time = self.now();
         let mut trees = BTreeMap::new();
-        for tree in Tree::ALL {
+        for tree in Tree::ALL.into_iter().filter(|t| in_snapshot(*t)) {
             let entries = self
                 .store
                 .scan_prefix(tree, b"")?
@@ -138,6 +145,7 @@ impl Kms {
         for (name, entries) in &contents.trees {
             let tree = Tree::ALL
                 .into_iter()
+                .filter(|t| in_snapshot(*t))
                 .find(|tree| tree.name() == name)
                 .ok_or(KmsError::SnapshotMalformed)?;
             for (key, value) in entries {
@@ -151,7 +159,7 @@ impl Kms {
         let _moving = lock(&self.clock_admin);
         let _firing = lock(&self.firing);
         let mut changes = Vec::new();
-        for tree in Tree::ALL {
+        for tree in Tree::ALL.into_iter().filter(|t| in_snapshot(*t)) {
             for (key, _) in self.store.scan_prefix(tree, b"")? {
                 changes.push(Change::Delete { tree, key });
             }

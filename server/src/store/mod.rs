@@ -33,11 +33,13 @@ pub enum Tree {
     Registrations,
     /// Lifecycle events, keyed by big-endian sequence number.
     LifecycleEvents,
+    /// The audit trail, keyed by the event's big-endian sequence number.
+    Audit,
 }
 
 impl Tree {
     /// Every tree.
-    pub const ALL: [Tree; 11] = [
+    pub const ALL: [Tree; 12] = [
         Tree::Instances,
         Tree::Keys,
         Tree::ImportTokens,
@@ -49,6 +51,7 @@ impl Tree {
         Tree::Authorizations,
         Tree::Registrations,
         Tree::LifecycleEvents,
+        Tree::Audit,
     ];
 
     /// The tree's name on disk.
@@ -65,12 +68,16 @@ impl Tree {
             Tree::Authorizations => "iam_authorizations",
             Tree::Registrations => "registrations",
             Tree::LifecycleEvents => "lifecycle_events",
+            Tree::Audit => "audit",
         }
     }
 }
 
 /// Key-value pairs, as scans return them.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// One key-value pair.
+pub type Entry = (Vec<u8>, Vec<u8>);
 
 /// One change in an atomic batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +134,27 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError>;
     /// Whether the store is open and writable (for health checks).
     fn is_healthy(&self) -> bool;
+
+    /// Visits the entries of a tree whose key is at or after `start`, in key order, while
+    /// `visit` returns true. Backends override it to avoid reading the whole tree.
+    fn scan_from(
+        &self,
+        tree: Tree,
+        start: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        for (key, value) in self.scan_prefix(tree, b"")? {
+            if key.as_slice() >= start && !visit(&key, &value) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry with the greatest key of a tree, if any.
+    fn last(&self, tree: Tree) -> Result<Option<Entry>, StoreError> {
+        Ok(self.scan_prefix(tree, b"")?.pop())
+    }
 
     /// Inserts or replaces one value, durably.
     fn put(&self, tree: Tree, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {

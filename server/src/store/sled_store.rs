@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sled::Transactional;
 
-use super::{Change, Entries, Store, StoreError, Tree};
+use super::{Change, Entries, Entry, Store, StoreError, Tree};
 
 /// A [`Store`] in a sled database directory.
 #[derive(Debug)]
@@ -114,6 +114,20 @@ impl Store for SledStore {
             touched.dedup();
             touched
         };
+        if let [tree] = touched.as_slice() {
+            // One tree: a sled batch is atomic too, and much cheaper than a transaction.
+            let mut batch = sled::Batch::default();
+            for change in changes {
+                match change {
+                    Change::Put { key, value, .. } => batch.insert(key, value),
+                    Change::Delete { key, .. } => batch.remove(key),
+                }
+            }
+            self.tree(*tree)
+                .apply_batch(batch)
+                .map_err(StoreError::backend)?;
+            return self.flush();
+        }
         let trees: Vec<sled::Tree> = touched.iter().map(|t| self.tree(*t).clone()).collect();
         let result = trees.as_slice().transaction(|tx_trees| {
             for change in &changes {
@@ -140,6 +154,28 @@ impl Store for SledStore {
 
     fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::SeqCst)
+    }
+
+    fn scan_from(
+        &self,
+        tree: Tree,
+        start: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        for entry in self.tree(tree).range(start..) {
+            let (key, value) = entry.map_err(StoreError::backend)?;
+            if !visit(&key, &value) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn last(&self, tree: Tree) -> Result<Option<Entry>, StoreError> {
+        self.tree(tree)
+            .last()
+            .map(|entry| entry.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .map_err(StoreError::backend)
     }
 }
 

@@ -213,6 +213,35 @@ async fn rotation_reaches_both_registered_resources_and_acks_are_recorded() {
         pb::LifecycleDeliveryStatus::Acknowledged as i32
     );
 
+    // Both failures are in the audit trail, as Activity Tracker logs them.
+    let failures: Vec<pb::AuditEvent> = server
+        .events()
+        .list_audit_events(pb::ListAuditEventsRequest {
+            filter: Some(pb::AuditEventFilter {
+                action_prefix: "kms.secrets.ack-".to_owned(),
+                outcome: pb::AuditOutcome::Failure as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let summary: Vec<(&str, i32, &str)> = failures
+        .iter()
+        .map(|e| (e.action.as_str(), e.http_status, e.correlation_id.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("kms.secrets.ack-rotate", 409, conflicting.event_id.as_str()),
+            ("kms.secrets.ack-disable", 408, disabled1.event_id.as_str()),
+        ],
+        "{failures:#?}"
+    );
+    assert_eq!(failures[1].target_crn, root.crn);
+
     // Enable, delete (force: the key is registered) and restore emit too, in order.
     server
         .keys()

@@ -2,6 +2,7 @@
 //! binary so the suite links the server once, not once per file.
 
 mod aliases_and_listing;
+mod audit;
 mod ceremony;
 mod clock_expiry;
 mod degraded_start;
