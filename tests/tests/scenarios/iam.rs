@@ -217,7 +217,11 @@ async fn seed_scenario_a_database_service_needs_an_authorization() {
     wrap(&server, &pg, &root.crn).await.unwrap();
 }
 
-/// Every KeyService and InstanceService RPC.
+/// Every KeyService, InstanceService and RegistrationService RPC, and the EventService RPCs
+/// whose refusals depend on the caller. (`WatchLifecycleEvents` is not here: it refuses no
+/// authenticated caller, it only leaves out the events of instances the caller cannot read;
+/// `lifecycle::watchers_see_only_what_they_may_read_and_bad_acks_are_refused` covers it.
+/// The simulator and HSM services are administrator-only: `simulator` and `hsm` cover them.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rpc {
     CreateKey,
@@ -241,9 +245,23 @@ enum Rpc {
     GetInstance,
     ListInstances,
     DeleteInstance,
+    SyncKey,
+    SetKeyPolicies,
+    GetKeyPolicies,
+    SetKeyForDeletion,
+    UnsetKeyForDeletion,
+    SetInstancePolicies,
+    GetInstancePolicies,
+    CreateRegistration,
+    ListRegistrations,
+    UpdateRegistration,
+    DeleteRegistration,
+    ListAuditEvents,
+    WatchAuditEvents,
+    AckLifecycleEvent,
 }
 
-const RPCS: [Rpc; 21] = [
+const RPCS: [Rpc; 35] = [
     Rpc::CreateKey,
     Rpc::GetKey,
     Rpc::ListKeys,
@@ -265,33 +283,72 @@ const RPCS: [Rpc; 21] = [
     Rpc::GetInstance,
     Rpc::ListInstances,
     Rpc::DeleteInstance,
+    Rpc::SyncKey,
+    Rpc::SetKeyPolicies,
+    Rpc::GetKeyPolicies,
+    Rpc::SetKeyForDeletion,
+    Rpc::UnsetKeyForDeletion,
+    Rpc::SetInstancePolicies,
+    Rpc::GetInstancePolicies,
+    Rpc::CreateRegistration,
+    Rpc::ListRegistrations,
+    Rpc::UpdateRegistration,
+    Rpc::DeleteRegistration,
+    Rpc::ListAuditEvents,
+    Rpc::WatchAuditEvents,
+    Rpc::AckLifecycleEvent,
 ];
 
+/// Who may make a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// This role (or one that includes it) on the instance.
+    Role(pb::Role),
+    /// A service identity authorized on the instance; users (admins too) are refused with
+    /// `SERVICE_ONLY_ERR`.
+    ServiceOnly,
+}
+
 impl Rpc {
-    /// The role Key Protect requires (`Administrator` for instance administration).
-    fn required(self) -> pb::Role {
-        match self {
+    /// What Key Protect requires (`Administrator` for instance administration).
+    fn required(self) -> Need {
+        Need::Role(match self {
             Rpc::GetKey
             | Rpc::ListKeys
             | Rpc::WrapKey
             | Rpc::UnwrapKey
             | Rpc::RewrapKey
             | Rpc::ListKeyVersions
-            | Rpc::GetInstance => pb::Role::Reader,
+            | Rpc::GetInstance
+            | Rpc::GetKeyPolicies
+            | Rpc::GetInstancePolicies
+            | Rpc::ListRegistrations => pb::Role::Reader,
             Rpc::CreateKey
             | Rpc::RotateKey
             | Rpc::CreateKeyAlias
             | Rpc::DeleteKeyAlias
             | Rpc::CreateImportToken
-            | Rpc::GetImportToken => pb::Role::Writer,
-            Rpc::DisableKey | Rpc::EnableKey | Rpc::DeleteKey | Rpc::RestoreKey => {
-                pb::Role::Manager
-            }
+            | Rpc::GetImportToken
+            | Rpc::SyncKey => pb::Role::Writer,
+            Rpc::DisableKey
+            | Rpc::EnableKey
+            | Rpc::DeleteKey
+            | Rpc::RestoreKey
+            | Rpc::SetKeyPolicies
+            | Rpc::SetKeyForDeletion
+            | Rpc::UnsetKeyForDeletion
+            | Rpc::SetInstancePolicies
+            | Rpc::ListAuditEvents
+            | Rpc::WatchAuditEvents => pb::Role::Manager,
             Rpc::PurgeKey => pb::Role::KeyPurge,
             Rpc::CreateInstance | Rpc::ListInstances | Rpc::DeleteInstance => {
                 pb::Role::Administrator
             }
-        }
+            Rpc::CreateRegistration
+            | Rpc::UpdateRegistration
+            | Rpc::DeleteRegistration
+            | Rpc::AckLifecycleEvent => return Need::ServiceOnly,
+        })
     }
 }
 
@@ -307,12 +364,14 @@ fn grants(held: pb::Role, required: pb::Role) -> bool {
     held == required || matches!((rank(held), rank(required)), (Some(h), Some(r)) if h >= r)
 }
 
-/// The keys and ciphertext one row of the matrix works on.
+/// The keys, ciphertext and lifecycle event one row of the matrix works on.
 struct Fixture {
     instance: String,
     root: pb::Key,
     victim: pb::Key,
     ciphertext: Vec<u8>,
+    /// A pending lifecycle event of `root` (registered by a deployment, then rotated).
+    event_id: String,
 }
 
 async fn fixture(server: &TestServer) -> Fixture {
@@ -322,11 +381,51 @@ async fn fixture(server: &TestServer) -> Fixture {
     let ciphertext = wrap(server, kmsim_tests::DEV_TOKEN, &root.crn)
         .await
         .unwrap();
+    let (_, deployment) = service(server, POSTGRES, PG_DEPLOYMENT).await;
+    let authorization = authorize(server, &instance, PG_DEPLOYMENT).await;
+    server
+        .registrations_as(Some(&deployment))
+        .create_registration(pb::CreateRegistrationRequest {
+            key: root.crn.clone(),
+            resource_crn: PG_DEPLOYMENT.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    server
+        .iam()
+        .delete_authorization(pb::DeleteAuthorizationRequest { id: authorization })
+        .await
+        .unwrap();
+    server
+        .keys()
+        .rotate_key(pb::RotateKeyRequest {
+            key: root.crn.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut events = server
+        .events()
+        .watch_lifecycle_events(pb::WatchLifecycleEventsRequest {
+            resource_crn: PG_DEPLOYMENT.to_owned(),
+            after_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let event_id = loop {
+        let event = events.message().await.unwrap().unwrap();
+        if event.key_id == root.id {
+            break event.event_id;
+        }
+    };
     Fixture {
         instance,
         root,
         victim,
         ciphertext,
+        event_id,
     }
 }
 
@@ -338,6 +437,8 @@ async fn call(
 ) -> Result<(), tonic::Status> {
     let mut keys = server.keys_as(token);
     let mut instances = server.instances_as(token);
+    let mut registrations = server.registrations_as(token);
+    let mut events = server.events_as(token);
     let root = f.root.crn.clone();
     match rpc {
         Rpc::CreateKey => keys
@@ -479,6 +580,112 @@ async fn call(
             })
             .await
             .map(drop),
+        Rpc::SyncKey => keys
+            .sync_key(pb::SyncKeyRequest { key: root })
+            .await
+            .map(drop),
+        Rpc::SetKeyPolicies => keys
+            .set_key_policies(pb::SetKeyPoliciesRequest {
+                key: root,
+                rotation: Some(pb::RotationPolicy {
+                    enabled: true,
+                    interval_months: 3,
+                    ..Default::default()
+                }),
+                dual_auth_delete: None,
+            })
+            .await
+            .map(drop),
+        Rpc::GetKeyPolicies => keys
+            .get_key_policies(pb::GetKeyPoliciesRequest { key: root })
+            .await
+            .map(drop),
+        Rpc::SetKeyForDeletion => keys
+            .set_key_for_deletion(pb::SetKeyForDeletionRequest { key: root })
+            .await
+            .map(drop),
+        Rpc::UnsetKeyForDeletion => keys
+            .unset_key_for_deletion(pb::UnsetKeyForDeletionRequest { key: root })
+            .await
+            .map(drop),
+        Rpc::SetInstancePolicies => instances
+            .set_instance_policies(pb::SetInstancePoliciesRequest {
+                instance: f.instance.clone(),
+                rotation: Some(pb::RotationPolicy {
+                    enabled: true,
+                    interval_months: 12,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        Rpc::GetInstancePolicies => instances
+            .get_instance_policies(pb::GetInstancePoliciesRequest {
+                instance: f.instance.clone(),
+            })
+            .await
+            .map(drop),
+        Rpc::CreateRegistration => registrations
+            .create_registration(pb::CreateRegistrationRequest {
+                key: root,
+                resource_crn: PG_DEPLOYMENT.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        Rpc::ListRegistrations => registrations
+            .list_registrations(pb::ListRegistrationsRequest {
+                key: root,
+                resource_crn: String::new(),
+            })
+            .await
+            .map(drop),
+        Rpc::UpdateRegistration => registrations
+            .update_registration(pb::UpdateRegistrationRequest {
+                key: root,
+                resource_crn: PG_DEPLOYMENT.to_owned(),
+                description: Some("updated by the matrix".to_owned()),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        Rpc::DeleteRegistration => registrations
+            .delete_registration(pb::DeleteRegistrationRequest {
+                key: root,
+                resource_crn: PG_DEPLOYMENT.to_owned(),
+                retain_for: None,
+            })
+            .await
+            .map(drop),
+        Rpc::ListAuditEvents => events
+            .list_audit_events(pb::ListAuditEventsRequest {
+                filter: Some(pb::AuditEventFilter {
+                    instance_id: f.instance.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        Rpc::WatchAuditEvents => events
+            .watch_audit_events(pb::WatchAuditEventsRequest {
+                filter: Some(pb::AuditEventFilter {
+                    instance_id: f.instance.clone(),
+                    ..Default::default()
+                }),
+                after_sequence: 0,
+            })
+            .await
+            .map(drop),
+        Rpc::AckLifecycleEvent => events
+            .ack_lifecycle_event(pb::AckLifecycleEventRequest {
+                event_id: f.event_id.clone(),
+                adopter_key_state: pb::KeyState::Active as i32,
+                key_version_id: String::new(),
+            })
+            .await
+            .map(drop),
     }
 }
 
@@ -589,18 +796,27 @@ async fn role_by_rpc_matrix() {
             assert_eq!(reason(&status).as_deref(), Some(expected), "{rpc:?} {what}");
         }
 
+        // Users are refused service-only calls whatever their roles.
+        let user_refusal = match rpc.required() {
+            Need::ServiceOnly => "SERVICE_ONLY_ERR",
+            Need::Role(_) => "UNAUTHORIZED_ERR",
+        };
+
         // Each role on the instance.
         for (role, token) in &role_tokens {
             let role = *role;
             let result = call(&server, Some(token), rpc, &f).await;
-            let expected = grants(role, rpc.required());
+            let expected = match rpc.required() {
+                Need::Role(required) => grants(role, required),
+                Need::ServiceOnly => false,
+            };
             assert_eq!(
                 allowed(&result),
                 expected,
                 "{rpc:?} as {role:?}: {result:?}"
             );
             if !expected {
-                assert_error(result, Code::PermissionDenied, "UNAUTHORIZED_ERR");
+                assert_error(result, Code::PermissionDenied, user_refusal);
             }
         }
 
@@ -608,7 +824,7 @@ async fn role_by_rpc_matrix() {
         assert_error(
             call(&server, Some(&outsider), rpc, &f).await,
             Code::PermissionDenied,
-            "UNAUTHORIZED_ERR",
+            user_refusal,
         );
 
         // A service identity: nothing without an authorization, Reader with one.
@@ -621,7 +837,10 @@ async fn role_by_rpc_matrix() {
         let result = call(&server, Some(&pg), rpc, &f).await;
         assert_eq!(
             allowed(&result),
-            rpc.required() == pb::Role::Reader,
+            matches!(
+                rpc.required(),
+                Need::Role(pb::Role::Reader) | Need::ServiceOnly
+            ),
             "{rpc:?} as an authorized service: {result:?}"
         );
         server
@@ -630,9 +849,14 @@ async fn role_by_rpc_matrix() {
             .await
             .unwrap();
 
-        // The admin may do everything.
+        // The admin may do everything users may do.
         let result = call(&server, Some(kmsim_tests::DEV_TOKEN), rpc, &f).await;
-        assert!(allowed(&result), "{rpc:?} as admin: {result:?}");
+        match rpc.required() {
+            Need::Role(_) => assert!(allowed(&result), "{rpc:?} as admin: {result:?}"),
+            Need::ServiceOnly => {
+                assert_error(result, Code::PermissionDenied, "SERVICE_ONLY_ERR");
+            }
+        }
     }
 }
 
