@@ -55,7 +55,7 @@ echo "--- grpcurl list"
 services="$("$grpcurl" -plaintext "$addr" list)"
 echo "$services"
 # grpcurl 1.8.6 speaks reflection v1alpha; the v1 service is checked by the Rust tests.
-for s in kmsim.v1.InstanceService kmsim.v1.KeyService kmsim.v1.IamService kmsim.v1.SimulatorService kmsim.v1.HsmService grpc.health.v1.Health grpc.reflection.v1alpha.ServerReflection; do
+for s in kmsim.v1.InstanceService kmsim.v1.KeyService kmsim.v1.IamService kmsim.v1.RegistrationService kmsim.v1.EventService kmsim.v1.SimulatorService kmsim.v1.HsmService grpc.health.v1.Health grpc.reflection.v1alpha.ServerReflection; do
   grep -qx "$s" <<<"$services" || fail "reflection does not list $s"
 done
 
@@ -116,6 +116,22 @@ echo "$error"
 [ "$status" -ne 0 ] || fail "unwrap with the wrong AAD succeeded"
 grep -q "Code: InvalidArgument" <<<"$error" || fail "wrong code"
 grep -q "UNPROCESSABLE_CIPHERTEXT_ERR" <<<"$error" || fail "the reason code is not shown"
+
+echo "--- the audit trail records the wrap, the unwrap and the refused unwrap, without secrets"
+trail="$("$grpcurl" -plaintext "${auth[@]}" -d "{\"filter\":{\"instance_id\":\"$instance\",\"action_prefix\":\"kms.secrets.\"}}" "$addr" kmsim.v1.EventService/ListAuditEvents)"
+summary="$(python3 -c '
+import json, sys
+for e in json.load(sys.stdin)["events"]:
+    print(e["action"], e["outcome"], e.get("reason", ""))
+' <<<"$trail")"
+echo "$summary"
+grep -qx "kms.secrets.wrap AUDIT_OUTCOME_SUCCESS " <<<"$summary" || fail "no wrap event"
+grep -qx "kms.secrets.unwrap AUDIT_OUTCOME_SUCCESS " <<<"$summary" || fail "no unwrap event"
+grep -qx "kms.secrets.unwrap AUDIT_OUTCOME_FAILURE UNPROCESSABLE_CIPHERTEXT_ERR" <<<"$summary" \
+  || fail "no refused unwrap event"
+for secret in "$ciphertext" "$plaintext" "$token" "$api_key"; do
+  if grep -qF "$secret" <<<"$trail"; then fail "a secret appears in the audit trail"; fi
+done
 echo "--- simulator controls: the time, the HSM status, and AdvanceClock refused on the system clock"
 time="$("$grpcurl" -plaintext "${auth[@]}" "$addr" kmsim.v1.SimulatorService/GetTime)"
 echo "$time"
