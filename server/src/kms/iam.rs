@@ -310,7 +310,7 @@ pub struct IssuedToken {
 pub(crate) struct IamState {
     identities: RwLock<HashMap<IdentityId, IdentityRecord>>,
     api_keys: RwLock<HashMap<ApiKeyId, ApiKeyRecord>>,
-    policies: RwLock<HashMap<PolicyId, PolicyRecord>>,
+    policies: RwLock<PolicyIndex>,
     authorizations: RwLock<HashMap<AuthorizationId, AuthorizationRecord>>,
     /// Serialises IAM mutations.
     mutation: Mutex<()>,
@@ -324,6 +324,72 @@ pub(crate) struct IamState {
 impl std::fmt::Debug for IamState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("IamState { .. }")
+    }
+}
+
+/// Access policies by id, and the ids of each identity's policies, so that an authorization
+/// check reads only the caller's policies (it runs on every call, the wrap path included).
+#[derive(Debug, Default)]
+struct PolicyIndex {
+    by_id: HashMap<PolicyId, PolicyRecord>,
+    by_identity: HashMap<IdentityId, Vec<PolicyId>>,
+}
+
+impl From<HashMap<PolicyId, PolicyRecord>> for PolicyIndex {
+    fn from(by_id: HashMap<PolicyId, PolicyRecord>) -> Self {
+        let mut by_identity: HashMap<IdentityId, Vec<PolicyId>> = HashMap::new();
+        for policy in by_id.values() {
+            by_identity
+                .entry(policy.identity)
+                .or_default()
+                .push(policy.id);
+        }
+        Self { by_id, by_identity }
+    }
+}
+
+impl PolicyIndex {
+    /// Every policy.
+    fn values(&self) -> impl Iterator<Item = &PolicyRecord> {
+        self.by_id.values()
+    }
+
+    /// `identity`'s policies.
+    fn of(&self, identity: IdentityId) -> impl Iterator<Item = &PolicyRecord> {
+        self.by_identity
+            .get(&identity)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.by_id.get(id))
+    }
+
+    fn contains_key(&self, id: &PolicyId) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    fn insert(&mut self, id: PolicyId, policy: PolicyRecord) {
+        if let Some(old) = self.by_id.insert(id, policy.clone()) {
+            self.unlink(old.identity, id);
+        }
+        self.by_identity
+            .entry(policy.identity)
+            .or_default()
+            .push(id);
+    }
+
+    fn remove(&mut self, id: &PolicyId) -> Option<PolicyRecord> {
+        let removed = self.by_id.remove(id)?;
+        self.unlink(removed.identity, *id);
+        Some(removed)
+    }
+
+    fn unlink(&mut self, identity: IdentityId, id: PolicyId) {
+        if let Some(ids) = self.by_identity.get_mut(&identity) {
+            ids.retain(|other| *other != id);
+            if ids.is_empty() {
+                self.by_identity.remove(&identity);
+            }
+        }
     }
 }
 
@@ -394,11 +460,11 @@ impl IamState {
                 r.id
             })?),
             api_keys: RwLock::new(load_tree(store, Tree::ApiKeys, |r: &ApiKeyRecord| r.id)?),
-            policies: RwLock::new(load_tree(
+            policies: RwLock::new(PolicyIndex::from(load_tree(
                 store,
                 Tree::AccessPolicies,
                 |r: &PolicyRecord| r.id,
-            )?),
+            )?)),
             authorizations: RwLock::new(load_tree(
                 store,
                 Tree::Authorizations,
@@ -437,9 +503,9 @@ impl IamState {
     }
 
     fn is_admin(&self, identity: IdentityId) -> bool {
-        read(&self.policies).values().any(|p| {
-            p.identity == identity && p.instance.is_none() && p.roles.contains(&Role::Administrator)
-        })
+        read(&self.policies)
+            .of(identity)
+            .any(|p| p.instance.is_none() && p.roles.contains(&Role::Administrator))
     }
 }
 
@@ -554,10 +620,8 @@ impl Kms {
             return denied;
         };
         let allowed = match who.kind {
-            IdentityKind::User => read(&self.iam.policies).values().any(|p| {
-                p.identity == who.id
-                    && p.instance == Some(instance)
-                    && p.roles.iter().any(|r| r.grants(required))
+            IdentityKind::User => read(&self.iam.policies).of(who.id).any(|p| {
+                p.instance == Some(instance) && p.roles.iter().any(|r| r.grants(required))
             }),
             IdentityKind::Service => {
                 let identities = read(&self.iam.identities);
@@ -783,11 +847,7 @@ impl Kms {
             .filter(|k| k.identity == id)
             .map(|k| k.id)
             .collect();
-        let policies: Vec<PolicyId> = read(&self.iam.policies)
-            .values()
-            .filter(|p| p.identity == id)
-            .map(|p| p.id)
-            .collect();
+        let policies: Vec<PolicyId> = read(&self.iam.policies).of(id).map(|p| p.id).collect();
         let mut changes = vec![delete(Tree::Identities, id.as_bytes())];
         changes.extend(keys.iter().map(|k| delete(Tree::ApiKeys, k.as_bytes())));
         changes.extend(
@@ -1027,5 +1087,49 @@ mod tests {
         assert!(Role::KeyPurge.grants(Role::KeyPurge));
         assert!(Role::Administrator.grants(Role::KeyPurge));
         assert!(!Role::Manager.grants(Role::Administrator));
+    }
+
+    #[test]
+    fn the_policy_index_finds_exactly_an_identitys_policies() {
+        let (alice, bob) = (
+            IdentityId::from_bytes([1; 16]),
+            IdentityId::from_bytes([2; 16]),
+        );
+        let policy = |id: u8, identity| PolicyRecord {
+            id: PolicyId::from_bytes([id; 16]),
+            identity,
+            instance: None,
+            roles: vec![Role::Reader],
+            create_time: Timestamp::from_millis(0),
+            created_by: alice,
+        };
+        let ids = |index: &PolicyIndex, who| {
+            let mut ids: Vec<PolicyId> = index.of(who).map(|p| p.id).collect();
+            ids.sort_by_key(|id| *id.as_bytes());
+            ids
+        };
+        let mut index = PolicyIndex::from(HashMap::from([(
+            PolicyId::from_bytes([10; 16]),
+            policy(10, alice),
+        )]));
+        index.insert(PolicyId::from_bytes([11; 16]), policy(11, alice));
+        index.insert(PolicyId::from_bytes([12; 16]), policy(12, bob));
+        assert_eq!(
+            ids(&index, alice),
+            [
+                PolicyId::from_bytes([10; 16]),
+                PolicyId::from_bytes([11; 16])
+            ]
+        );
+        assert_eq!(ids(&index, bob), [PolicyId::from_bytes([12; 16])]);
+        // Re-inserting a policy for another identity moves it.
+        index.insert(PolicyId::from_bytes([11; 16]), policy(11, bob));
+        assert_eq!(ids(&index, alice), [PolicyId::from_bytes([10; 16])]);
+        assert_eq!(ids(&index, bob).len(), 2);
+        assert!(index.remove(&PolicyId::from_bytes([10; 16])).is_some());
+        assert!(ids(&index, alice).is_empty());
+        assert!(index.remove(&PolicyId::from_bytes([10; 16])).is_none());
+        assert_eq!(index.values().count(), 2);
+        assert!(index.contains_key(&PolicyId::from_bytes([12; 16])));
     }
 }
