@@ -11,7 +11,7 @@ use sim_hsm::{ModuleState, ModuleStatus, SlotInfo};
 
 use crate::error::KmsError;
 use crate::kms::keystore::Keystore;
-use crate::kms::{Kms, lock, read, write};
+use crate::kms::{Kms, lock, write};
 
 /// How the HSM's key material is wiped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +71,7 @@ impl Kms {
     /// start-up (the server started anyway, NOT_SERVING); a keystore the HSM no longer holds
     /// loads as destroyed.
     pub(crate) fn open_awaiting_keystores(&self) -> Result<(), KmsError> {
-        for instance in read(&self.instances).values() {
+        for instance in self.instances.values() {
             if !instance.awaiting_hsm.load(Ordering::Acquire) {
                 continue;
             }
@@ -93,7 +93,7 @@ impl Kms {
     pub fn wipe_hsm(&self, kind: WipeKind) -> Result<usize, KmsError> {
         let _admin = lock(&self.instance_admin);
         let mut destroyed = 0;
-        for instance in read(&self.instances).values() {
+        for instance in self.instances.values() {
             if let Some(keystore) = write(&instance.keystore).take() {
                 keystore.close();
                 destroyed += 1;

@@ -9,7 +9,7 @@ use crate::kms::iam::Action as Permission;
 use crate::kms::ids::{AccountId, InstanceId, InstanceRef, Region};
 use crate::kms::keystore::Keystore;
 use crate::kms::records::{Flavor, InstanceRecord, Lifecycle};
-use crate::kms::{InstanceEntry, Kms, Page, encode, lock, read, write};
+use crate::kms::{InstanceEntry, Kms, Page, encode, lock};
 use crate::store::{Change, Tree};
 
 /// A validated `CreateInstance` request.
@@ -46,7 +46,7 @@ impl Kms {
         let keystore = Keystore::create(&self.hsm, record.id, &self.credentials)?;
         self.store
             .put(Tree::Instances, record.id.as_bytes(), encode(&record))?;
-        write(&self.instances).insert(
+        self.instances.insert(
             record.id,
             Arc::new(InstanceEntry {
                 record: record.clone(),
@@ -89,8 +89,10 @@ impl Kms {
         after: Option<(i64, InstanceId)>,
     ) -> Result<Page<InstanceRecord>, KmsError> {
         self.authorize(who, None, Permission::ListInstances)?;
-        let mut all: Vec<InstanceRecord> = read(&self.instances)
+        let mut all: Vec<InstanceRecord> = self
+            .instances
             .values()
+            .iter()
             .map(|e| e.record.clone())
             .collect();
         all.sort_by_key(|r| (r.create_time, r.id));
@@ -116,10 +118,11 @@ impl Kms {
         let entry = self.instance(record.id)?;
         let _instance_guard = lock(&entry.mutation);
         let now = self.now();
-        let keys: Vec<_> = read(&self.keys)
+        let keys: Vec<_> = self
+            .keys
             .values()
+            .into_iter()
             .filter(|k| k.snapshot().instance == record.id)
-            .cloned()
             .collect();
         let live = keys
             .iter()
@@ -148,7 +151,7 @@ impl Kms {
                 key: record.id.as_bytes().to_vec(),
             },
         ])?;
-        write(&self.instances).remove(&record.id);
+        self.instances.remove(&record.id);
         Ok(())
     }
 }

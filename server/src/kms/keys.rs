@@ -290,7 +290,7 @@ impl Kms {
                 aliases.insert(alias.clone(), id);
             }
         }
-        write(&self.keys).insert(id, entry);
+        self.keys.insert(id, entry);
         let view = self.view(&instance.record, committed, KeyState::Active, now);
         self.with_payload(&instance, view)
     }
@@ -326,8 +326,10 @@ impl Kms {
         } else {
             &query.states
         };
-        let mut matching: Vec<(Arc<KeyRecord>, KeyState)> = read(&self.keys)
+        let mut matching: Vec<(Arc<KeyRecord>, KeyState)> = self
+            .keys
             .values()
+            .iter()
             .map(|entry| entry.snapshot())
             .filter(|record| record.instance == instance.record.id)
             .filter_map(|record| match record.state_at(now) {

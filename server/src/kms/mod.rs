@@ -9,6 +9,7 @@ mod hsm_admin;
 pub mod iam;
 pub mod ids;
 mod import;
+pub(crate) mod index;
 mod instances;
 pub mod keys;
 pub mod keystore;
@@ -136,8 +137,8 @@ pub struct Kms {
     clock: Arc<dyn Clock>,
     credentials: HsmCredentials,
     defaults: Defaults,
-    instances: RwLock<HashMap<InstanceId, Arc<InstanceEntry>>>,
-    keys: RwLock<HashMap<KeyId, Arc<KeyEntry>>>,
+    instances: index::ShardedMap<InstanceId, Arc<InstanceEntry>>,
+    keys: index::ShardedMap<KeyId, Arc<KeyEntry>>,
     /// Serialises instance creation and deletion (token slots are module-wide).
     instance_admin: Mutex<()>,
     scheduler: Scheduler,
@@ -217,8 +218,8 @@ impl Kms {
             clock,
             credentials,
             defaults,
-            instances: RwLock::new(HashMap::new()),
-            keys: RwLock::new(HashMap::new()),
+            instances: index::ShardedMap::default(),
+            keys: index::ShardedMap::default(),
             instance_admin: Mutex::new(()),
             scheduler: Scheduler::default(),
             firing: Mutex::new(()),
@@ -289,8 +290,8 @@ impl Kms {
             }
             keys.insert(record.id, Arc::new(KeyEntry::new(record)));
         }
-        *write(&self.instances) = instances;
-        *write(&self.keys) = keys;
+        self.instances.replace(instances);
+        self.keys.replace(keys);
         self.load_registrations()?;
         self.load_lifecycle()?;
         Ok(())
@@ -313,7 +314,7 @@ impl Kms {
 
     /// A loaded key by id (the audit layer reads its state).
     pub(crate) fn key_entry(&self, id: KeyId) -> Option<Arc<KeyEntry>> {
-        read(&self.keys).get(&id).cloned()
+        self.keys.get(&id)
     }
 
     /// The HSM.
@@ -327,9 +328,8 @@ impl Kms {
     }
 
     pub(crate) fn instance(&self, id: InstanceId) -> Result<Arc<InstanceEntry>, KmsError> {
-        read(&self.instances)
+        self.instances
             .get(&id)
-            .cloned()
             .ok_or(KmsError::InstanceNotFound(id))
     }
 
@@ -367,10 +367,7 @@ impl Kms {
                 .get(alias)
                 .ok_or(KmsError::KeyNotFound)?,
         };
-        let entry = read(&self.keys)
-            .get(&key_id)
-            .cloned()
-            .ok_or(KmsError::KeyNotFound)?;
+        let entry = self.keys.get(&key_id).ok_or(KmsError::KeyNotFound)?;
         if entry.snapshot().instance != instance.record.id {
             return Err(KmsError::KeyNotFound);
         }
@@ -450,7 +447,7 @@ impl Kms {
     }
 
     fn settle_key(&self, key: KeyId, now: Timestamp) -> Result<bool, KmsError> {
-        let Some(entry) = read(&self.keys).get(&key).cloned() else {
+        let Some(entry) = self.keys.get(&key) else {
             return Ok(false);
         };
         let _guard = lock(&entry.mutation);
@@ -499,7 +496,7 @@ impl Kms {
                 aliases.remove(&alias.alias);
             }
         }
-        write(&self.keys).remove(&record.id);
+        self.keys.remove(&record.id);
         Ok(())
     }
 }

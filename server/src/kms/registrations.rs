@@ -159,7 +159,7 @@ impl Kms {
 
     fn registration_view(&self, record: RegistrationRecord) -> Result<RegistrationView, KmsError> {
         let instance = self.instance(record.instance)?;
-        let key_version_create_time = read(&self.keys).get(&record.key).and_then(|entry| {
+        let key_version_create_time = self.keys.get(&record.key).and_then(|entry| {
             entry
                 .snapshot()
                 .version(record.key_version)
@@ -436,7 +436,7 @@ impl Kms {
         key: KeyId,
         now: Timestamp,
     ) -> Result<bool, KmsError> {
-        let entry = read(&self.keys).get(&key).cloned();
+        let entry = self.keys.get(&key);
         let _guard = entry.as_ref().map(|e| lock(&e.mutation));
         let due: Vec<ResourceCrn> = self
             .registrations_of(key)

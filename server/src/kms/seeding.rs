@@ -7,10 +7,10 @@ use sim_hsm::ObjectHandle;
 use zeroize::Zeroizing;
 
 use crate::error::KmsError;
+use crate::kms::Kms;
 use crate::kms::ids::{InstanceId, KeyId};
 use crate::kms::keystore::MaterialUse;
 use crate::kms::records::KeyRecord;
-use crate::kms::{Kms, read};
 
 /// Associated data of the probe that compares root-key material.
 const PROBE_AAD: &[u8] = b"kmsim-seed-material-check";
@@ -18,7 +18,7 @@ const PROBE_AAD: &[u8] = b"kmsim-seed-material-check";
 impl Kms {
     /// The record of key `id`, in whatever instance it is (ids are unique server-wide).
     pub(crate) fn key_record(&self, id: KeyId) -> Option<Arc<KeyRecord>> {
-        read(&self.keys).get(&id).map(|entry| entry.snapshot())
+        self.keys.get(&id).map(|entry| entry.snapshot())
     }
 
     /// Whether the material behind `handle` in `instance`'s keystore equals `material`. A

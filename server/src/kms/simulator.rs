@@ -5,7 +5,6 @@
 //! Each administration call is one `Kms` method, so the permission check that
 //! authentication will add sits at the top of each.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -124,11 +123,9 @@ impl Kms {
     pub fn reset(&self) -> Result<ResetSummary, KmsError> {
         let _admin = lock(&self.instance_admin);
         let _firing = lock(&self.firing);
-        let mut instances = write(&self.instances);
-        let mut keys = write(&self.keys);
         let summary = ResetSummary {
-            instances: instances.len(),
-            keys: keys.len(),
+            instances: self.instances.len(),
+            keys: self.keys.len(),
         };
         let mut changes = Vec::new();
         for tree in [
@@ -143,13 +140,13 @@ impl Kms {
             }
         }
         self.store.apply(changes)?;
-        for instance in instances.values() {
+        for instance in self.instances.values() {
             if let Some(keystore) = write(&instance.keystore).take() {
                 keystore.close();
             }
         }
-        *instances = HashMap::new();
-        *keys = HashMap::new();
+        self.instances.clear();
+        self.keys.clear();
         self.clear_registrations();
         self.clear_lifecycle();
         self.scheduler.clear();

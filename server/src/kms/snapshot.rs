@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 
 use crate::clock::Timestamp;
 use crate::error::KmsError;
-use crate::kms::{Kms, lock, read, write};
+use crate::kms::{Kms, lock, write};
 use crate::store::{Change, Tree};
 
 /// The first bytes of every snapshot.
@@ -105,8 +105,8 @@ impl Kms {
         Ok(SnapshotExport {
             blob,
             verification_pattern,
-            instances: read(&self.instances).len(),
-            keys: read(&self.keys).len(),
+            instances: self.instances.len(),
+            keys: self.keys.len(),
             time,
         })
     }
@@ -175,7 +175,7 @@ impl Kms {
         }
         self.store.apply(changes)?;
 
-        for instance in read(&self.instances).values() {
+        for instance in self.instances.values() {
             if let Some(keystore) = write(&instance.keystore).take() {
                 keystore.close();
             }
@@ -188,8 +188,8 @@ impl Kms {
         self.reload()?;
         tracing::info!("imported a snapshot: the whole state was replaced");
         Ok(SnapshotImport {
-            instances: read(&self.instances).len(),
-            keys: read(&self.keys).len(),
+            instances: self.instances.len(),
+            keys: self.keys.len(),
             time: self.now(),
         })
     }
