@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::IdentityKind;
 use crate::clock::Timestamp;
 use crate::error::{FieldProblem, KmsError};
-use crate::grpc::{blocking, caller, parse, text};
+use crate::grpc::{blocking, caller, page_size, page_token, parse, text};
 use crate::kms::Kms;
 use crate::kms::iam::{
     ApiKeyOwner, AuthorizationRecord, DEFAULT_TOKEN_LIFETIME, IdentityRecord, PolicyRecord, Role,
@@ -115,6 +115,36 @@ fn optional<T: std::str::FromStr<Err = crate::kms::ids::ParseError>>(
 
 fn optional_instance(field: &'static str, value: &str) -> Result<Option<InstanceId>, KmsError> {
     Ok(optional::<InstanceRef>(field, value)?.map(|r| r.id()))
+}
+
+/// One page of `items` (ordered by creation time then id, as the domain lists them): those
+/// after the cursor `after`, at most `size`, and the token of the next page (empty on the last).
+fn paginate<T>(
+    items: Vec<T>,
+    size: usize,
+    after: Option<(i64, uuid::Uuid)>,
+    cursor: impl Fn(&T) -> (Timestamp, [u8; 16]),
+) -> (Vec<T>, String) {
+    let mut page: Vec<T> = items
+        .into_iter()
+        .filter(|item| {
+            after.is_none_or(|(time, id)| {
+                let (t, i) = cursor(item);
+                (t.as_millis(), i) > (time, *id.as_bytes())
+            })
+        })
+        .take(size + 1)
+        .collect();
+    let more = page.len() > size;
+    page.truncate(size);
+    let next = match page.last() {
+        Some(last) if more => {
+            let (time, id) = cursor(last);
+            page_token::encode(time.as_millis(), &id)
+        }
+        _ => String::new(),
+    };
+    (page, next)
 }
 
 #[tonic::async_trait]
@@ -255,9 +285,14 @@ impl IamService for Iam {
         let request = request.into_inner();
         let identity = optional("identity_id", &request.identity_id)?;
         let instance = optional_instance("instance", &request.instance)?;
+        let size = page_size("page_size", request.page_size, 100, 1000)?;
+        let after = page_token::decode(&request.page_token)?;
         let policies = self.kms.list_access_policies(&who, identity, instance)?;
+        let (page, next_page_token) =
+            paginate(policies, size, after, |p| (p.create_time, *p.id.as_bytes()));
         Ok(Response::new(pb::ListAccessPoliciesResponse {
-            policies: policies.iter().map(policy_to_proto).collect(),
+            policies: page.iter().map(policy_to_proto).collect(),
+            next_page_token,
         }))
     }
 
@@ -302,9 +337,14 @@ impl IamService for Iam {
         let request = request.into_inner();
         let target = optional_instance("target_instance", &request.target_instance)?;
         let source = optional("source_service_name", &request.source_service_name)?;
+        let size = page_size("page_size", request.page_size, 100, 1000)?;
+        let after = page_token::decode(&request.page_token)?;
         let all = self.kms.list_authorizations(&who, target, source)?;
+        let (page, next_page_token) =
+            paginate(all, size, after, |a| (a.create_time, *a.id.as_bytes()));
         Ok(Response::new(pb::ListAuthorizationsResponse {
-            authorizations: all.iter().map(authorization_to_proto).collect(),
+            authorizations: page.iter().map(authorization_to_proto).collect(),
+            next_page_token,
         }))
     }
 

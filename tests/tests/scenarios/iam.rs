@@ -180,6 +180,7 @@ async fn seed_scenario_a_database_service_needs_an_authorization() {
         .list_authorizations(pb::ListAuthorizationsRequest {
             target_instance: instance.clone(),
             source_service_name: POSTGRES.into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -1217,4 +1218,118 @@ async fn tokens_signed_before_an_hsm_wipe_stop_verifying() {
         .list_instances(pb::ListInstancesRequest::default())
         .await;
     assert_eq!(again.unwrap_err().code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn access_policies_and_authorizations_are_listed_in_pages() {
+    let server = TestServer::start().await;
+    let instance = server.instance().await;
+    for _ in 0..5 {
+        user(&server, &instance, &[pb::Role::Reader]).await;
+    }
+    for n in 0..3 {
+        authorize(
+            &server,
+            &instance,
+            &format!("crn:v1:bluemix:public:databases-for-postgresql:us-south:a/kmsim:pg-{n}::"),
+        )
+        .await;
+    }
+
+    // Policies on the instance, two at a time: every one exactly once, in order.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = server
+            .iam()
+            .list_access_policies(pb::ListAccessPoliciesRequest {
+                instance: instance.clone(),
+                page_size: 2,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.policies.len() <= 2);
+        pages += 1;
+        seen.extend(page.policies.into_iter().map(|p| p.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(pages, 3);
+    let all: Vec<String> = server
+        .iam()
+        .list_access_policies(pb::ListAccessPoliciesRequest {
+            instance: instance.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .policies
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(all.len(), 5);
+    assert_eq!(
+        seen, all,
+        "the pages add up to the whole list, in its order"
+    );
+
+    // Authorizations: a page of 2, then the last one.
+    let first = server
+        .iam()
+        .list_authorizations(pb::ListAuthorizationsRequest {
+            target_instance: instance.clone(),
+            page_size: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.authorizations.len(), 2);
+    assert!(!first.next_page_token.is_empty());
+    let last = server
+        .iam()
+        .list_authorizations(pb::ListAuthorizationsRequest {
+            target_instance: instance.clone(),
+            page_size: 2,
+            page_token: first.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(last.authorizations.len(), 1);
+    assert!(last.next_page_token.is_empty());
+    assert!(
+        first
+            .authorizations
+            .iter()
+            .all(|a| a.id != last.authorizations[0].id)
+    );
+
+    // Bad paging arguments are field violations.
+    let bad_token = server
+        .iam()
+        .list_access_policies(pb::ListAccessPoliciesRequest {
+            page_token: "not-a-token".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_error(bad_token, Code::InvalidArgument, "BAD_BODY_ERR");
+    let too_big = server
+        .iam()
+        .list_authorizations(pb::ListAuthorizationsRequest {
+            page_size: 1001,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(too_big.code(), Code::InvalidArgument);
+    assert_eq!(kmsim_tests::violated_fields(&too_big), ["page_size"]);
 }
