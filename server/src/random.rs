@@ -5,7 +5,7 @@
 //! same SEED ([`hsm_seed`]), so two servers given the same seed, the same simulated clock
 //! start and the same calls in the same order answer byte for byte alike.
 //!
-//! It also carries the ids a seed file fixes ([`Randomness::preset_ids`]): start-up seeding
+//! It also carries the ids a seed file fixes (`Randomness::preset_ids`): start-up seeding
 //! queues them and the next [`Randomness::uuid`] calls return them in order, so the domain's
 //! own create functions (with every rule they check) make records with the file's ids.
 

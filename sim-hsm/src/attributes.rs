@@ -1,6 +1,6 @@
 //! Object attributes: classes, key types, `CKA_*` attribute types and values, key templates and search queries.
 //!
-//! Also owns the module's internal attribute set of a key object ([`Attrs`]) and its stable binary encoding, which
+//! Also owns the module's internal attribute set of a key object (`Attrs`) and its stable binary encoding, which
 //! is bound as associated data to the object's sealed value.
 
 use std::fmt;

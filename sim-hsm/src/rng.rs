@@ -2,7 +2,7 @@
 //! runs) behind the FIPS 140-2 §4.9.2 continuous RNG test.
 //!
 //! [`RandomSource`] is the pluggable entropy/DRBG interface (tests inject a constant source to trip the
-//! continuous test); [`ModuleRng`] adds the continuous test on top.
+//! continuous test); `ModuleRng` adds the continuous test on top.
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};

@@ -365,6 +365,20 @@ impl Kms {
     where
         F: FnOnce(&InstanceEntry, &KeyRecord, KeyState, Timestamp) -> Result<KeyRecord, KmsError>,
     {
+        self.mutate_notifying(key, None, change)
+    }
+
+    /// [`Kms::mutate`] for a lifecycle action: with `notify`, the new record is written
+    /// together with one lifecycle event per registration of the key (one store batch).
+    fn mutate_notifying<F>(
+        &self,
+        key: &KeyRef,
+        notify: Option<LifecycleKind>,
+        change: F,
+    ) -> Result<KeyView, KmsError>
+    where
+        F: FnOnce(&InstanceEntry, &KeyRecord, KeyState, Timestamp) -> Result<KeyRecord, KmsError>,
+    {
         let (instance, entry) = self.resolve(key)?;
         let _guard = lock(&entry.mutation);
         let record = entry.snapshot();
@@ -374,7 +388,10 @@ impl Kms {
             Lifecycle::Purged => return Err(KmsError::KeyNotFound),
         };
         let next = change(&instance, &record, state, now)?;
-        let committed = self.commit_key(&entry, next)?;
+        let committed = match notify {
+            Some(kind) => self.commit_key_notifying(&entry, next, kind)?,
+            None => self.commit_key(&entry, next)?,
+        };
         let state = match committed.state_at(now) {
             Lifecycle::Live(state) => state,
             Lifecycle::Purged => KeyState::Destroyed,
@@ -469,10 +486,9 @@ impl Kms {
             next.update_time = now;
             next
         };
-        let committed = self.commit_key(entry, next)?;
-        // Manual and automatic rotations alike notify the registered resources.
-        self.emit_lifecycle(&committed, LifecycleKind::Rotate)?;
-        Ok(committed)
+        // Manual and automatic rotations alike notify the registered resources, in the same
+        // store batch as the new version.
+        self.commit_key_notifying(entry, next, LifecycleKind::Rotate)
     }
 
     /// A key's versions, newest first.
@@ -490,22 +506,24 @@ impl Kms {
     /// Disables (suspends) an active key.
     pub fn disable_key(&self, who: &Identity, key: &KeyRef) -> Result<KeyView, KmsError> {
         self.authorize(who, Some(key.instance()), Permission::SetKeyState)?;
-        let view = self.mutate(key, |_, record, state, now| {
-            Action::Disable.check(record.id, state)?;
-            let mut next = record.clone();
-            next.state = KeyState::Suspended;
-            next.disable_time = Some(now);
-            next.update_time = now;
-            Ok(next)
-        })?;
-        self.emit_lifecycle(&view.record, LifecycleKind::Disable)?;
-        Ok(view)
+        self.mutate_notifying(
+            key,
+            Some(LifecycleKind::Disable),
+            |_, record, state, now| {
+                Action::Disable.check(record.id, state)?;
+                let mut next = record.clone();
+                next.state = KeyState::Suspended;
+                next.disable_time = Some(now);
+                next.update_time = now;
+                Ok(next)
+            },
+        )
     }
 
     /// Enables a suspended key, 30 seconds or more after it was disabled.
     pub fn enable_key(&self, who: &Identity, key: &KeyRef) -> Result<KeyView, KmsError> {
         self.authorize(who, Some(key.instance()), Permission::SetKeyState)?;
-        let view = self.mutate(key, |_, record, state, now| {
+        self.mutate_notifying(key, Some(LifecycleKind::Enable), |_, record, state, now| {
             Action::Enable.check(record.id, state)?;
             if let Some(disabled) = record.disable_time {
                 let allowed = disabled.plus(STATE_CHANGE_GUARD);
@@ -522,13 +540,11 @@ impl Kms {
             next.state = KeyState::Active;
             next.update_time = now;
             Ok(next)
-        })?;
-        self.emit_lifecycle(&view.record, LifecycleKind::Enable)?;
-        Ok(view)
+        })
     }
 
     /// Deletes (soft) a key. Registrations guard deletion
-    /// ([`Kms::check_registrations_allow_delete`]): `force` overrides them unless one
+    /// (`Kms::check_registrations_allow_delete`): `force` overrides them unless one
     /// prevents key deletion; with no registrations `force` changes nothing.
     pub fn delete_key(
         &self,
@@ -537,7 +553,7 @@ impl Kms {
         force: bool,
     ) -> Result<KeyView, KmsError> {
         self.authorize(who, Some(key.instance()), Permission::DeleteKey)?;
-        let view = self.mutate(key, |_, record, state, now| {
+        self.mutate_notifying(key, Some(LifecycleKind::Delete), |_, record, state, now| {
             Action::Delete.check(record.id, state)?;
             self.check_registrations_allow_delete(record.id, force)?;
             let mut next = record.clone();
@@ -549,39 +565,39 @@ impl Kms {
             });
             next.update_time = now;
             Ok(next)
-        })?;
-        self.emit_lifecycle(&view.record, LifecycleKind::Delete)?;
-        Ok(view)
+        })
     }
 
     /// Restores a deleted key within 30 days (and 30 seconds or more after the delete). It
     /// comes back Active, or Deactivated if it has expired meanwhile.
     pub fn restore_key(&self, who: &Identity, key: &KeyRef) -> Result<KeyView, KmsError> {
         self.authorize(who, Some(key.instance()), Permission::RestoreKey)?;
-        let view = self.mutate(key, |_, record, state, now| {
-            Action::Restore.check(record.id, state)?;
-            let deletion = record
-                .deletion
-                .as_ref()
-                .ok_or(KmsError::ActionInvalidState { state })?;
-            let allowed = deletion.time.plus(STATE_CHANGE_GUARD);
-            if now < allowed {
-                return Err(KmsError::TooEarly {
-                    retry_after: now.until(allowed),
-                });
-            }
-            if now >= deletion.restore_expire_time() {
-                return Err(KmsError::RestoreExpired);
-            }
-            let mut next = record.clone();
-            next.state = KeyState::Active;
-            next.deletion = None;
-            next.disable_time = None;
-            next.update_time = now;
-            Ok(next)
-        })?;
-        self.emit_lifecycle(&view.record, LifecycleKind::Restore)?;
-        Ok(view)
+        self.mutate_notifying(
+            key,
+            Some(LifecycleKind::Restore),
+            |_, record, state, now| {
+                Action::Restore.check(record.id, state)?;
+                let deletion = record
+                    .deletion
+                    .as_ref()
+                    .ok_or(KmsError::ActionInvalidState { state })?;
+                let allowed = deletion.time.plus(STATE_CHANGE_GUARD);
+                if now < allowed {
+                    return Err(KmsError::TooEarly {
+                        retry_after: now.until(allowed),
+                    });
+                }
+                if now >= deletion.restore_expire_time() {
+                    return Err(KmsError::RestoreExpired);
+                }
+                let mut next = record.clone();
+                next.state = KeyState::Active;
+                next.deletion = None;
+                next.disable_time = None;
+                next.update_time = now;
+                Ok(next)
+            },
+        )
     }
 
     /// Purges a deleted key 4 hours or more after deletion: every version's material is

@@ -1,7 +1,7 @@
 //! Lifecycle events to registered resources (adopters), reference section 1.11: one event per
 //! registration when a root key is rotated, disabled, enabled, deleted or restored
-//! ([`Kms::emit_lifecycle`]), stored durably (tree `lifecycle_events`, keyed by the big-endian
-//! sequence number) before the action's reply, with a global increasing sequence number so a
+//! (`Kms::commit_key_notifying`), stored durably in the same store batch as the action
+//! (tree `lifecycle_events`, keyed by the big-endian sequence number) before its reply, with a global increasing sequence number so a
 //! watcher can resume; acknowledgements (a conflicting adopter state fails the event with
 //! 409), the 4-hour acknowledgement deadline (a scheduler timer fails the event with 408), and
 //! `SyncKey` (a copy of the key's last event, at most once an hour).
@@ -24,7 +24,7 @@ use crate::kms::ids::{InstanceId, KeyId, KeyRef, KeyVersionId, LifecycleEventId,
 use crate::kms::records::{KeyRecord, Lifecycle};
 use crate::kms::scheduler::TimerSubject;
 use crate::kms::state::KeyState;
-use crate::kms::{Kms, decode, encode, lock, read, write};
+use crate::kms::{KeyEntry, Kms, decode, encode, lock, read, write};
 use crate::store::{Change, Tree};
 
 /// An adopter must acknowledge within this time, or the event fails with 408.
@@ -139,16 +139,60 @@ fn event_key(sequence: u64) -> [u8; 8] {
     sequence.to_be_bytes()
 }
 
+/// Numbers `drafts` after sequence `last`; returns them and the new last sequence.
+fn number_events(drafts: Vec<LifecycleEventRecord>, last: u64) -> (Vec<LifecycleEventRecord>, u64) {
+    let mut next = last;
+    let events = drafts
+        .into_iter()
+        .map(|mut event| {
+            next += 1;
+            event.sequence = next;
+            event
+        })
+        .collect();
+    (events, next)
+}
+
+/// The store writes of numbered events.
+fn event_changes(events: &[LifecycleEventRecord]) -> Vec<Change> {
+    events
+        .iter()
+        .map(|e| Change::Put {
+            tree: Tree::LifecycleEvents,
+            key: event_key(e.sequence).to_vec(),
+            value: encode(e),
+        })
+        .collect()
+}
+
 impl Kms {
-    /// Emits one `kind` event per registration of `record` (live and soft-deleted), durably,
-    /// and wakes live watchers. Called right after a lifecycle action committed `record`.
-    pub(crate) fn emit_lifecycle(
+    /// Commits a key record changed by a lifecycle action (`kind`) together with one event per
+    /// registration of the key (live and soft-deleted), in ONE flushed store batch: the action
+    /// and its notifications are durable together or not at all. Then publishes both and wakes
+    /// live watchers. The caller holds the key's mutation lock.
+    pub(crate) fn commit_key_notifying(
         &self,
-        record: &KeyRecord,
+        entry: &KeyEntry,
+        record: KeyRecord,
         kind: LifecycleKind,
-    ) -> Result<Vec<Arc<LifecycleEventRecord>>, KmsError> {
-        let drafts = self.lifecycle_drafts(record, kind, false)?;
-        self.append_lifecycle(drafts)
+    ) -> Result<Arc<KeyRecord>, KmsError> {
+        let drafts = self.lifecycle_drafts(&record, kind, false)?;
+        if drafts.is_empty() {
+            return self.commit_key(entry, record);
+        }
+        let mut last = lock(&self.lifecycle.writing);
+        let (events, next) = number_events(drafts, *last);
+        let mut changes = vec![Change::Put {
+            tree: Tree::Keys,
+            key: record.id.as_bytes().to_vec(),
+            value: encode(&record),
+        }];
+        changes.extend(event_changes(&events));
+        self.store.apply(changes)?;
+        *last = next;
+        let committed = self.publish_key(entry, record);
+        self.publish_lifecycle(events, next);
+        Ok(committed)
     }
 
     fn lifecycle_drafts(
@@ -205,26 +249,19 @@ impl Kms {
             return Ok(Vec::new());
         }
         let mut last = lock(&self.lifecycle.writing);
-        let mut next = *last;
-        let events: Vec<LifecycleEventRecord> = drafts
-            .into_iter()
-            .map(|mut event| {
-                next += 1;
-                event.sequence = next;
-                event
-            })
-            .collect();
-        self.store.apply(
-            events
-                .iter()
-                .map(|e| Change::Put {
-                    tree: Tree::LifecycleEvents,
-                    key: event_key(e.sequence).to_vec(),
-                    value: encode(e),
-                })
-                .collect(),
-        )?;
+        let (events, next) = number_events(drafts, *last);
+        self.store.apply(event_changes(&events))?;
         *last = next;
+        Ok(self.publish_lifecycle(events, next))
+    }
+
+    /// After `events` are durably written (the caller holds `writing`): indexes them,
+    /// schedules their acknowledgement deadlines and wakes watchers up to sequence `last`.
+    fn publish_lifecycle(
+        &self,
+        events: Vec<LifecycleEventRecord>,
+        last: u64,
+    ) -> Vec<Arc<LifecycleEventRecord>> {
         let events: Vec<Arc<LifecycleEventRecord>> = events.into_iter().map(Arc::new).collect();
         {
             let mut index = write(&self.lifecycle.events);
@@ -239,8 +276,8 @@ impl Kms {
             }
         }
         // No live watcher is fine: they re-read the index when they subscribe.
-        let _ = self.lifecycle.notify.send(next);
-        Ok(events)
+        let _ = self.lifecycle.notify.send(last);
+        events
     }
 
     /// Replaces a stored event (status change). The caller holds `writing`.

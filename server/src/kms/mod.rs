@@ -394,12 +394,18 @@ impl Kms {
     ) -> Result<Arc<KeyRecord>, KmsError> {
         self.store
             .put(Tree::Keys, record.id.as_bytes(), encode(&record))?;
+        Ok(self.publish_key(entry, record))
+    }
+
+    /// After `record` is durably written: publishes it in the index and schedules its next
+    /// deadline. The caller holds the key's mutation lock.
+    pub(crate) fn publish_key(&self, entry: &KeyEntry, record: KeyRecord) -> Arc<KeyRecord> {
         if let Some(deadline) = record.next_deadline() {
             self.scheduler.schedule(deadline, record.id);
         }
         let record = Arc::new(record);
         *write(&entry.record) = Arc::clone(&record);
-        Ok(record)
+        record
     }
 
     pub(crate) fn new_id(&self) -> uuid::Uuid {

@@ -2,7 +2,7 @@
 //! (reference section 1.10). Owns the registration records, their in-memory index, the
 //! service-only rules of create/update/delete, the forward-only key version, soft deletion
 //! with `retain_for` (removed by a scheduler timer), and the delete guard of a key
-//! ([`Kms::check_registrations_allow_delete`]).
+//! (`Kms::check_registrations_allow_delete`).
 //!
 //! Every registration mutation holds the key's mutation lock, so the delete guard (which runs
 //! under the same lock in `delete_key`) sees a consistent set.
