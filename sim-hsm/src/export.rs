@@ -90,3 +90,71 @@ pub fn sealed_export_fingerprint(sealed: &[u8]) -> Option<[u8; 8]> {
     }
     crate::seal::record_fingerprint(sealed)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::hsm::HsmConfig;
+    use crate::master_key::DevMasterKey;
+    use crate::store::MemoryObjectStore;
+
+    fn hsm(store: Arc<MemoryObjectStore>, key: u8) -> Hsm {
+        let config = HsmConfig {
+            pin_kdf_iterations: 1_000,
+            ..HsmConfig::default()
+        };
+        let hsm = Hsm::new(config, store).unwrap();
+        hsm.activate_dev_master_key(&DevMasterKey::from_bytes([key; 32]))
+            .unwrap();
+        hsm
+    }
+
+    #[test]
+    fn exports_open_only_under_the_same_key_and_context() {
+        let a = hsm(Arc::new(MemoryObjectStore::new()), 1);
+        let b = hsm(Arc::new(MemoryObjectStore::new()), 2);
+        let sealed = a.seal_export(b"ctx", b"state").unwrap();
+        assert_eq!(&a.open_export(b"ctx", &sealed).unwrap()[..], b"state");
+        assert_eq!(
+            sealed_export_fingerprint(&sealed),
+            a.master_key_verification_pattern()
+        );
+        assert!(matches!(
+            a.open_export(b"other", &sealed),
+            Err(HsmError::DeviceError)
+        ));
+        assert!(matches!(
+            b.open_export(b"ctx", &sealed),
+            Err(HsmError::WrongMasterKey)
+        ));
+        let mut tampered = sealed.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(matches!(
+            a.open_export(b"ctx", &tampered),
+            Err(HsmError::DeviceError)
+        ));
+        assert_eq!(sealed_export_fingerprint(&sealed[..20]), None);
+    }
+
+    #[test]
+    fn reload_from_store_sees_tokens_written_behind_the_modules_back() {
+        let store = Arc::new(MemoryObjectStore::new());
+        let a = hsm(Arc::clone(&store), 3);
+        let slot = a.empty_slot().unwrap();
+        a.init_token(slot, b"so-pin-1", "copied").unwrap();
+        let records = store.records();
+        // A second module over an empty store receives the first one's records.
+        let other = Arc::new(MemoryObjectStore::new());
+        let b = hsm(Arc::clone(&other), 3);
+        assert_eq!(b.find_slot_by_label("copied"), None);
+        for (key, value) in records {
+            other.insert_raw(&key, &value);
+        }
+        b.reload_from_store().unwrap();
+        assert!(b.find_slot_by_label("copied").is_some());
+        assert!(b.empty_slot().is_some());
+    }
+}
