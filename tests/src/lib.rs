@@ -206,6 +206,20 @@ impl TestServer {
             .id
     }
 
+    /// Exchanges `api_key` for a bearer token valid for a day of the server's clock (the
+    /// longest allowed, so tests that move a simulated clock by hours keep it).
+    pub async fn token(&self, api_key: &str) -> String {
+        self.iam_as(None)
+            .create_token(pb::CreateTokenRequest {
+                api_key: api_key.to_owned(),
+                expires_in_seconds: 86_400,
+            })
+            .await
+            .expect("the API key exchanges for a token")
+            .into_inner()
+            .access_token
+    }
+
     /// Creates a generated 256-bit root key in `instance` and returns it.
     pub async fn root_key(&self, instance: &str) -> pb::Key {
         self.keys()

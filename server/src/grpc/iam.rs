@@ -11,11 +11,11 @@ use crate::auth::IdentityKind;
 use crate::clock::Timestamp;
 use crate::error::{FieldProblem, KmsError};
 use crate::grpc::{blocking, caller, page_size, page_token, parse, text};
-use crate::kms::Kms;
 use crate::kms::iam::{
     ApiKeyOwner, AuthorizationRecord, DEFAULT_TOKEN_LIFETIME, IdentityRecord, PolicyRecord, Role,
 };
 use crate::kms::ids::{InstanceId, InstanceRef, ResourceCrn, SourceService};
+use crate::kms::{Kms, Page};
 
 /// The IamService adapter.
 #[derive(Debug, Clone)]
@@ -125,7 +125,8 @@ fn paginate<T>(
     after: Option<(i64, uuid::Uuid)>,
     cursor: impl Fn(&T) -> (Timestamp, [u8; 16]),
 ) -> (Vec<T>, String) {
-    let mut page: Vec<T> = items
+    let total = items.len();
+    let fetched: Vec<T> = items
         .into_iter()
         .filter(|item| {
             after.is_none_or(|(time, id)| {
@@ -135,16 +136,15 @@ fn paginate<T>(
         })
         .take(size + 1)
         .collect();
-    let more = page.len() > size;
-    page.truncate(size);
-    let next = match page.last() {
-        Some(last) if more => {
+    let page = Page::from_overfetch(fetched, size, total);
+    let next = match page.items.last() {
+        Some(last) if page.more => {
             let (time, id) = cursor(last);
             page_token::encode(time.as_millis(), &id)
         }
         _ => String::new(),
     };
-    (page, next)
+    (page.items, next)
 }
 
 #[tonic::async_trait]

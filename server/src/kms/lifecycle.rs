@@ -352,19 +352,24 @@ impl Kms {
         let DeliveryStatus::Failed { reason } = event.status else {
             return;
         };
-        let prefix = if event.key_crn.contains(":hs-crypto:") {
-            "hs-crypto"
-        } else {
-            "kms"
+        let name = match event.kind {
+            LifecycleKind::Rotate => "secrets.ack-rotate",
+            LifecycleKind::Disable => "secrets.ack-disable",
+            LifecycleKind::Enable => "secrets.ack-enable",
+            LifecycleKind::Delete => "secrets.ack-delete",
+            LifecycleKind::Restore => "secrets.ack-restore",
+            LifecycleKind::Sync => "secrets.ack-sync",
         };
-        let kind = match event.kind {
-            LifecycleKind::Rotate => "rotate",
-            LifecycleKind::Disable => "disable",
-            LifecycleKind::Enable => "enable",
-            LifecycleKind::Delete => "delete",
-            LifecycleKind::Restore => "restore",
-            LifecycleKind::Sync => "sync",
+        let spec = crate::audit::ActionSpec {
+            name,
+            family: crate::audit::Family::KeyProtect,
+            durability: crate::audit::Durability::Batched,
         };
+        // The instance's flavor names the prefix (`kms.` or `hs-crypto.`).
+        let service = self
+            .instance(event.instance)
+            .ok()
+            .map(|instance| instance.record.flavor.service());
         let (grpc_code, code, method) = if reason == 408 {
             (
                 tonic::Code::DeadlineExceeded,
@@ -381,7 +386,7 @@ impl Kms {
         self.audit().record(crate::audit::AuditRecord {
             sequence: 0,
             time: self.now(),
-            action: format!("{prefix}.secrets.ack-{kind}"),
+            action: crate::audit::action_name(spec, service),
             outcome: crate::audit::Outcome::Failure,
             severity: crate::audit::Severity::Warning,
             grpc_code: grpc_code as i32,

@@ -104,7 +104,7 @@ async fn a_deployment_follows_rotation_and_is_shredded_with_its_key() {
 
 #[tokio::test]
 async fn a_registered_deployment_answers_rotation_and_guards_its_key_through_soft_deletion() {
-    use crate::registrations::{PG_1, authorize, service_key, token};
+    use crate::registrations::{PG_1, authorize, service_key};
 
     let server = TestServer::start().await;
     let instance = server.instance().await;
@@ -113,7 +113,7 @@ async fn a_registered_deployment_answers_rotation_and_guards_its_key_through_sof
     let api_key = service_key(&server, PG_1).await;
     let service = server
         .client()
-        .with_bearer_token(&token(&server, &api_key).await)
+        .with_bearer_token(&server.token(&api_key).await)
         .unwrap();
     let mut pg = Deployment::provision(server.client(), "pg-1", root.crn.parse().unwrap())
         .await

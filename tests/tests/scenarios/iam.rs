@@ -43,7 +43,7 @@ async fn user(server: &TestServer, instance: &str, roles: &[pb::Role]) -> (Strin
             .await
             .unwrap();
     }
-    (identity, token(server, &created.secret).await)
+    (identity, server.token(&created.secret).await)
 }
 
 /// A new service identity of `service` acting for `source`, and its token.
@@ -60,20 +60,7 @@ async fn service(server: &TestServer, service: &str, source: &str) -> (String, S
         .unwrap()
         .into_inner();
     let identity = created.api_key.unwrap().identity.unwrap().id;
-    (identity, token(server, &created.secret).await)
-}
-
-async fn token(server: &TestServer, api_key: &str) -> String {
-    server
-        .iam_as(None)
-        .create_token(pb::CreateTokenRequest {
-            api_key: api_key.to_owned(),
-            expires_in_seconds: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .access_token
+    (identity, server.token(&created.secret).await)
 }
 
 async fn authorize(server: &TestServer, instance: &str, source_crn: &str) -> String {
@@ -959,7 +946,7 @@ async fn api_key_exchange_and_revocation() {
         .unwrap()
         .into_inner();
     assert_eq!(second.api_key.unwrap().identity.unwrap().id, identity.id);
-    let second_token = self::token(&server, &second.secret).await;
+    let second_token = server.token(&second.secret).await;
 
     // Wrong secrets are refused.
     let mut wrong = created.secret.clone();

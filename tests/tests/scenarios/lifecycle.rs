@@ -16,7 +16,7 @@ use kmsim_tests::{TestServer, assert_error};
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::registrations::{PG_1, PG_2, authorize, register, service, service_key, token, user};
+use crate::registrations::{PG_1, PG_2, authorize, register, service, service_key, user};
 
 type Events = tonic::Streaming<pb::LifecycleEvent>;
 
@@ -419,7 +419,7 @@ async fn a_stream_resumes_after_a_sequence_number_across_a_restart() {
     let root = server.root_key(&instance).await;
     authorize(&server, &instance).await;
     let pg_key = service_key(&server, PG_1).await;
-    let pg = token(&server, &pg_key).await;
+    let pg = server.token(&pg_key).await;
     register(&server, &pg, &root.crn, PG_1, false)
         .await
         .unwrap();
@@ -463,7 +463,7 @@ async fn a_stream_resumes_after_a_sequence_number_across_a_restart() {
     assert!(fresh.sequence > seen.sequence);
     // The pending event's 4-hour deadline survived the restart too.
     server.advance_rpc(HOUR * 24).await;
-    let pg = token(&server, &pg_key).await;
+    let pg = server.token(&pg_key).await;
     let expired = {
         let mut replay = watch(&server, &pg, PG_1, 0).await;
         next(&mut replay).await

@@ -18,22 +18,7 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 /// A new user identity with `role` on `instance`, and its token.
 async fn user(server: &TestServer, instance: &str, role: pb::Role) -> (String, String) {
     let (identity, api_key) = user_with_api_key(server, instance, role).await;
-    (identity, token(server, &api_key).await)
-}
-
-/// A fresh token for `api_key` (tokens live an hour: tests that move the clock by days
-/// take a new one after each move).
-async fn token(server: &TestServer, api_key: &str) -> String {
-    server
-        .iam_as(None)
-        .create_token(pb::CreateTokenRequest {
-            api_key: api_key.to_owned(),
-            expires_in_seconds: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .access_token
+    (identity, server.token(&api_key).await)
 }
 
 /// A new user identity with `role` on `instance`, and its API key.
@@ -405,12 +390,12 @@ async fn the_authorization_lapses_after_seven_days_and_unset_cancels_it() {
     let instance = server.instance().await;
     let (_, a_key) = user_with_api_key(&server, &instance, pb::Role::Manager).await;
     let (_, b_key) = user_with_api_key(&server, &instance, pb::Role::Manager).await;
-    let a = token(&server, &a_key).await;
+    let a = server.token(&a_key).await;
     let path = dual_auth_key(&server, &instance).await;
 
     set_for_deletion(&server, &a, &path).await.unwrap();
     server.advance_rpc(7 * DAY).await;
-    let (a, b) = (token(&server, &a_key).await, token(&server, &b_key).await);
+    let (a, b) = (server.token(&a_key).await, server.token(&b_key).await);
     let state = get_key(&server, &path).await.dual_auth_delete.unwrap();
     assert!(
         !state.key_set_for_deletion,
@@ -426,7 +411,7 @@ async fn the_authorization_lapses_after_seven_days_and_unset_cancels_it() {
     // Within the 7 days it works; unset cancels.
     set_for_deletion(&server, &a, &path).await.unwrap();
     server.advance_rpc(6 * DAY).await;
-    let (a, b) = (token(&server, &a_key).await, token(&server, &b_key).await);
+    let (a, b) = (server.token(&a_key).await, server.token(&b_key).await);
     let state = server
         .keys_as(Some(&b))
         .unset_key_for_deletion(pb::UnsetKeyForDeletionRequest { key: path.clone() })
@@ -444,7 +429,7 @@ async fn the_authorization_lapses_after_seven_days_and_unset_cancels_it() {
 
     set_for_deletion(&server, &a, &path).await.unwrap();
     server.advance_rpc(6 * DAY).await;
-    let b = token(&server, &b_key).await;
+    let b = server.token(&b_key).await;
     delete(&server, &b, &path).await.unwrap();
 }
 

@@ -20,23 +20,9 @@ pub(crate) const PG_2: &str =
     "crn:v1:bluemix:public:databases-for-postgresql:us-south:a/kmsim:pg-deployment-2::";
 const NINE_DAYS: Duration = Duration::from_secs(9 * 24 * 3600);
 
-/// A token for `api_key`, valid for a day of the simulated clock (the longest allowed).
-pub(crate) async fn token(server: &TestServer, api_key: &str) -> String {
-    server
-        .iam_as(None)
-        .create_token(pb::CreateTokenRequest {
-            api_key: api_key.to_owned(),
-            expires_in_seconds: 86_400,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .access_token
-}
-
 /// A new service identity of `databases-for-postgresql` acting for `source`; its token.
 pub(crate) async fn service(server: &TestServer, source: &str) -> String {
-    token(server, &service_key(server, source).await).await
+    server.token(&service_key(server, source).await).await
 }
 
 /// A new service identity of `databases-for-postgresql` acting for `source`; its API key.
@@ -79,7 +65,7 @@ pub(crate) async fn user(server: &TestServer, instance: &str, roles: &[pb::Role]
             .await
             .unwrap();
     }
-    token(server, &created.secret).await
+    server.token(&created.secret).await
 }
 
 /// Authorizes `databases-for-postgresql` (every source instance) on `instance`; returns the
@@ -426,7 +412,7 @@ async fn registrations_guard_key_deletion() {
     let instance = server.instance().await;
     authorize(&server, &instance).await;
     let pg_key = service_key(&server, PG_1).await;
-    let pg = token(&server, &pg_key).await;
+    let pg = server.token(&pg_key).await;
 
     // A live registration blocks a plain delete; force deletes anyway (cryptoshredding).
     let live = server.root_key(&instance).await;
@@ -504,7 +490,7 @@ async fn registrations_guard_key_deletion() {
     assert!(list_by_key(&server, &soft.crn).await.is_empty());
     delete_key(&server, &soft.crn, false).await.unwrap();
     // Nine days later the deployment's token has expired: it gets a new one.
-    let pg = token(&server, &pg_key).await;
+    let pg = server.token(&pg_key).await;
 
     // retain_for zero removes at once.
     let quick = server.root_key(&instance).await;

@@ -240,19 +240,6 @@ async fn same_seed_same_calls_give_identical_bytes() {
     assert_ne!(d.instance().await, e.instance().await);
 }
 
-async fn token_for(server: &TestServer, api_key: &str) -> String {
-    server
-        .iam_as(None)
-        .create_token(pb::CreateTokenRequest {
-            api_key: api_key.into(),
-            expires_in_seconds: 600,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .access_token
-}
-
 async fn wrap(server: &TestServer, key: &str, plaintext: &[u8]) -> Vec<u8> {
     server
         .keys()
@@ -337,7 +324,7 @@ async fn a_yaml_seed_file_creates_everything_at_start_up() {
     assert_eq!(app.expiration_time.unwrap().seconds, 1_893_456_000);
 
     // Alice's seeded API key works, and her Writer policy lets her list and create keys.
-    let alice = token_for(&server, ALICE_KEY).await;
+    let alice = server.token(ALICE_KEY).await;
     let mut as_alice = server.keys_as(Some(&alice));
     let listed = as_alice
         .list_keys(pb::ListKeysRequest {
@@ -358,7 +345,7 @@ async fn a_yaml_seed_file_creates_everything_at_start_up() {
         .await
         .unwrap();
     // The service identity acts through its authorization (Reader): wrap yes, create no.
-    let postgres = token_for(&server, POSTGRES_KEY).await;
+    let postgres = server.token(POSTGRES_KEY).await;
     let mut as_postgres = server.keys_as(Some(&postgres));
     as_postgres
         .wrap_key(pb::WrapKeyRequest {
@@ -484,7 +471,7 @@ async fn seeded_material_unwraps_across_data_dirs_and_restarts_are_idempotent() 
         1,
         "the seeded policy exists once"
     );
-    token_for(&run3, ALICE_KEY).await;
+    run3.token(ALICE_KEY).await;
     run3.stop().await;
 }
 

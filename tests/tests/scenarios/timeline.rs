@@ -13,7 +13,7 @@ use kmsim_proto::v1 as pb;
 use kmsim_tests::{TestServer, assert_error, key_path};
 use tonic::Code;
 
-use crate::registrations::{PG_1, authorize, register, service_key, token};
+use crate::registrations::{PG_1, authorize, register, service_key};
 
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -52,7 +52,7 @@ async fn one_advance_per_step_walks_a_key_from_rotation_to_purge() {
     // A database deployment registers against the key and watches its events.
     authorize(&server, &instance).await;
     let service_api_key = service_key(&server, PG_1).await;
-    let service_token = token(&server, &service_api_key).await;
+    let service_token = server.token(&service_api_key).await;
     register(&server, &service_token, &path, PG_1, false)
         .await
         .unwrap();
@@ -86,7 +86,7 @@ async fn one_advance_per_step_walks_a_key_from_rotation_to_purge() {
 
     // The deployment is deleted with a 9-day soft-deletion period: its registration stays
     // (soft-deleted) and still blocks a plain delete. (Tokens last a day of simulated time.)
-    let service_token = token(&server, &service_api_key).await;
+    let service_token = server.token(&service_api_key).await;
     server
         .registrations_as(Some(&service_token))
         .delete_registration(pb::DeleteRegistrationRequest {
