@@ -73,12 +73,34 @@ pub struct ServeArgs {
     /// unless --dev.
     #[arg(long, env = "KMSIM_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
-    /// The HSM security-officer PIN the service uses. Required unless --dev.
-    #[arg(long, env = "KMSIM_HSM_SO_PIN", hide_env_values = true)]
-    pub hsm_so_pin: Option<String>,
-    /// The HSM user PIN the service uses. Required unless --dev.
-    #[arg(long, env = "KMSIM_HSM_USER_PIN", hide_env_values = true)]
-    pub hsm_user_pin: Option<String>,
+    /// File holding the HSM security-officer PIN the service uses (one line). Required unless
+    /// --dev or the environment variable KMSIM_HSM_SO_PIN holds the PIN. PINs are never taken
+    /// from the command line, where every local user could read them.
+    #[arg(long, env = "KMSIM_HSM_SO_PIN_FILE")]
+    pub hsm_so_pin_file: Option<PathBuf>,
+    /// File holding the HSM user PIN (one line). Required unless --dev or KMSIM_HSM_USER_PIN
+    /// holds the PIN.
+    #[arg(long, env = "KMSIM_HSM_USER_PIN_FILE")]
+    pub hsm_user_pin_file: Option<PathBuf>,
+    /// The most memory the storage engine's page cache uses, in MiB.
+    #[arg(long, env = "KMSIM_STORE_CACHE_MB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub store_cache_mb: u32,
+    /// When a data call's audit event (wrap, unwrap, reads, refusals) reaches the disk:
+    /// `batched` (within 50 ms, in a shared commit; a crash can lose the last window's events)
+    /// or `sync` (before the reply, like mutations).
+    #[arg(
+        long,
+        env = "KMSIM_AUDIT_DURABILITY",
+        value_enum,
+        default_value = "batched"
+    )]
+    pub audit_durability: crate::audit::trail::AuditDurability,
+    /// The most audit events kept: older ones are pruned (0: no bound).
+    #[arg(long, env = "KMSIM_AUDIT_MAX_EVENTS", default_value_t = 1_000_000)]
+    pub audit_max_events: u64,
+    /// The longest an audit event is kept, by the server's clock (e.g. `365d`; `0s`: no bound).
+    #[arg(long, env = "KMSIM_AUDIT_MAX_AGE", default_value = "365d", value_parser = humantime::parse_duration)]
+    pub audit_max_age: std::time::Duration,
     /// Region of instances created without one.
     #[arg(long, env = "KMSIM_REGION", default_value = "us-south")]
     pub region: String,
@@ -112,9 +134,9 @@ pub struct ServeArgs {
 /// Where the durable state lives.
 #[derive(Debug, Clone)]
 pub enum Storage {
-    /// A sled database under this directory (`<dir>/db`).
+    /// A redb database in this directory (`<dir>/kmsim.redb`).
     Directory(PathBuf),
-    /// A temporary sled database, removed when the server stops (tests).
+    /// A database in memory, gone when the server stops (tests).
     Temporary,
 }
 
@@ -140,6 +162,10 @@ pub struct Config {
     pub seed_file: Option<PathBuf>,
     /// The seed of deterministic mode (`--deterministic`); `None`: OS randomness.
     pub deterministic: Option<u64>,
+    /// Tuning of the storage engine.
+    pub store: crate::store::StoreOptions,
+    /// Durability and retention of the audit trail.
+    pub audit: crate::audit::trail::AuditOptions,
 }
 
 impl Config {
@@ -156,6 +182,8 @@ impl Config {
             dev_token: true,
             seed_file: None,
             deterministic: None,
+            store: crate::store::StoreOptions::default(),
+            audit: crate::audit::trail::AuditOptions::default(),
         }
     }
 
@@ -171,6 +199,8 @@ impl Config {
             dev_token: false,
             seed_file: None,
             deterministic: None,
+            store: crate::store::StoreOptions::default(),
+            audit: crate::audit::trail::AuditOptions::default(),
         }
     }
 }
@@ -209,7 +239,9 @@ pub enum ConfigError {
     )]
     NoMasterKey,
     /// Neither --dev nor both PINs.
-    #[error("no HSM PINs: set KMSIM_HSM_SO_PIN and KMSIM_HSM_USER_PIN, or pass --dev")]
+    #[error(
+        "no HSM PINs: give --hsm-so-pin-file and --hsm-user-pin-file (or set KMSIM_HSM_SO_PIN and KMSIM_HSM_USER_PIN), or pass --dev"
+    )]
     NoPins,
     /// The master key file is not 64 hex digits.
     #[error("the master key file must hold exactly 64 hex digits")]
@@ -256,7 +288,7 @@ impl ServeArgs {
             let path = path.to_path_buf();
             move |source| ConfigError::Io { path, source }
         };
-        std::fs::create_dir_all(&self.data_dir).map_err(io(&self.data_dir))?;
+        create_private_dir(&self.data_dir).map_err(io(&self.data_dir))?;
         let (master_key, credentials) = if self.dev {
             load_or_create_dev_secrets(&self.dev_secrets_path())?
         } else {
@@ -266,12 +298,9 @@ impl ServeArgs {
                 .ok_or(ConfigError::NoMasterKey)?;
             let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io(path))?);
             let key = parse_master_key(text.trim()).ok_or(ConfigError::BadMasterKey)?;
-            let (Some(so), Some(user)) = (&self.hsm_so_pin, &self.hsm_user_pin) else {
-                return Err(ConfigError::NoPins);
-            };
             let credentials = HsmCredentials {
-                so_pin: Zeroizing::new(so.as_bytes().to_vec()),
-                user_pin: Zeroizing::new(user.as_bytes().to_vec()),
+                so_pin: read_pin(self.hsm_so_pin_file.as_deref(), "KMSIM_HSM_SO_PIN")?,
+                user_pin: read_pin(self.hsm_user_pin_file.as_deref(), "KMSIM_HSM_USER_PIN")?,
             };
             (key, credentials)
         };
@@ -279,6 +308,16 @@ impl ServeArgs {
         config.dev_token = self.dev;
         config.seed_file = self.seed_file.clone();
         config.deterministic = self.deterministic;
+        config.store = crate::store::StoreOptions {
+            cache_bytes: usize::try_from(self.store_cache_mb)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(1024 * 1024),
+        };
+        config.audit = crate::audit::trail::AuditOptions {
+            durability: self.audit_durability,
+            max_events: self.audit_max_events,
+            max_age: self.audit_max_age,
+        };
         config.defaults.region = self
             .region
             .parse()
@@ -317,6 +356,47 @@ pub fn update_dev_master_key(path: &std::path::Path, key: &DevMasterKey) -> std:
     }
     write_private(&tmp, &json)?;
     std::fs::rename(&tmp, path)
+}
+
+/// A PIN from its file, else from the environment variable `env` (never from the command line).
+fn read_pin(
+    file: Option<&std::path::Path>,
+    env: &'static str,
+) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
+    let pin = match file {
+        Some(path) => Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .as_bytes()
+                .to_vec(),
+        ),
+        None => Zeroizing::new(
+            std::env::var(env)
+                .map_err(|_| ConfigError::NoPins)?
+                .into_bytes(),
+        ),
+    };
+    if pin.is_empty() {
+        return Err(ConfigError::NoPins);
+    }
+    Ok(pin)
+}
+
+/// Creates the data directory if it is missing, and makes it private to its owner (mode
+/// 0700), whatever mode an earlier version left it with.
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        tracing::info!(path = %dir.display(), from = format!("{mode:o}"), "data directory restricted to mode 0700");
+    }
+    Ok(())
 }
 
 fn parse_master_key(text: &str) -> Option<DevMasterKey> {

@@ -12,7 +12,7 @@ use crate::auth::AuthFailure;
 use crate::kms::iam::Role;
 use crate::kms::ids::{InstanceId, KeyId, ParseError};
 use crate::kms::state::KeyState;
-use crate::store::StoreError;
+use crate::store::{StoreError, StoreErrorKind};
 
 /// The `ErrorInfo.domain` of every kmsim error.
 pub const ERROR_DOMAIN: &str = "kmsim";
@@ -275,8 +275,8 @@ pub enum KmsError {
     /// The HSM refused or failed the operation.
     #[error("HSM failure: {0}")]
     Hsm(#[from] sim_hsm::HsmError),
-    /// The durable store failed.
-    #[error("storage failure: {0}")]
+    /// The durable store failed. Clients see only its kind; the detail goes to the log.
+    #[error("{}", storage_message(.0))]
     Store(#[from] StoreError),
 }
 
@@ -383,8 +383,11 @@ impl KmsError {
                 409,
             ),
             Self::CeremonyArguments => (Code::InvalidArgument, "HSM_CEREMONY_ARGUMENT_ERR", 400),
-            Self::Hsm(error) => classify_hsm(error),
-            Self::Store(_) => (Code::Unavailable, "STORAGE_ERR", 503),
+            Self::Hsm(error) => match hsm_storage_cause(error) {
+                Some(store) => classify_store(store),
+                None => classify_hsm(error),
+            },
+            Self::Store(store) => classify_store(store),
         }
     }
 }
@@ -404,6 +407,34 @@ fn classify_injected(failure: crate::faults::InjectedFailure) -> (Code, &'static
         ),
         InjectedFailure::HsmDeviceError => (Code::Unavailable, "HSM_DEVICE_ERR", 503),
     }
+}
+
+/// The short message a client gets for a storage failure (the detail is logged).
+fn storage_message(error: &StoreError) -> &'static str {
+    match error.kind() {
+        StoreErrorKind::Full => "the KMS storage is full",
+        _ => "the KMS storage failed",
+    }
+}
+
+fn classify_store(error: &StoreError) -> (Code, &'static str, u16) {
+    match error.kind() {
+        StoreErrorKind::Full => (Code::ResourceExhausted, "STORAGE_FULL_ERR", 507),
+        _ => (Code::Unavailable, "STORAGE_ERR", 503),
+    }
+}
+
+/// The store failure behind an HSM error, when the HSM failed because its object store did
+/// (a full disk under the HSM's sealed objects is a storage failure, not a device error).
+fn hsm_storage_cause(error: &sim_hsm::HsmError) -> Option<&StoreError> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(current) = cause {
+        if let Some(store) = current.downcast_ref::<StoreError>() {
+            return Some(store);
+        }
+        cause = current.source();
+    }
+    None
 }
 
 fn classify_hsm(error: &sim_hsm::HsmError) -> (Code, &'static str, u16) {
@@ -444,6 +475,18 @@ fn classify_hsm(error: &sim_hsm::HsmError) -> (Code, &'static str, u16) {
 impl From<KmsError> for Status {
     fn from(error: KmsError) -> Self {
         let (code, reason, http_status) = error.classify();
+        let storage = match &error {
+            KmsError::Store(store) => Some(store),
+            KmsError::Hsm(hsm) => hsm_storage_cause(hsm),
+            _ => None,
+        };
+        if let Some(store) = storage {
+            tracing::error!(detail = %store, reason, "a call failed on storage");
+        }
+        let message = match storage {
+            Some(store) => storage_message(store).to_owned(),
+            None => error.to_string(),
+        };
         let mut metadata = HashMap::from([("http_status".to_owned(), http_status.to_string())]);
         let mut details = ErrorDetails::new();
         match &error {
@@ -537,6 +580,6 @@ impl From<KmsError> for Status {
             | KmsError::Store(_) => {}
         }
         details.set_error_info(reason, ERROR_DOMAIN, metadata);
-        Status::with_error_details(code, error.to_string(), details)
+        Status::with_error_details(code, message, details)
     }
 }

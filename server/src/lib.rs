@@ -41,7 +41,7 @@ use tonic_health::ServingStatus;
 pub use config::Config;
 use config::Storage;
 use kms::Kms;
-use store::{HsmObjectStore, SledStore, Store};
+use store::{HsmObjectStore, RedbStore, Store};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +65,14 @@ pub enum ServeError {
     /// The seed file is unreadable, malformed, or conflicts with the stored state.
     #[error("{0}")]
     Seed(#[from] seed::SeedError),
+    /// The data directory could not be created or made private.
+    #[error("data directory {path}: {source}")]
+    DataDirectory {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
     /// The bootstrap admin's API key could not be written (nothing was created).
     #[error("cannot write the admin API key file {path}: {source}")]
     AdminKeyFile {
@@ -87,8 +95,14 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 /// temporary storage the admin is reachable only through the development token.
 pub fn open(config: &Config) -> Result<Arc<Kms>, ServeError> {
     let store: Arc<dyn Store> = match &config.storage {
-        Storage::Directory(dir) => Arc::new(SledStore::open(&dir.join("db"))?),
-        Storage::Temporary => Arc::new(SledStore::temporary()?),
+        Storage::Directory(dir) => {
+            config::create_private_dir(dir).map_err(|source| ServeError::DataDirectory {
+                path: dir.clone(),
+                source,
+            })?;
+            Arc::new(RedbStore::open(dir, config.store)?)
+        }
+        Storage::Temporary => Arc::new(RedbStore::temporary()?),
     };
     let mut hsm_config = config.hsm.clone();
     if let Some(seed) = config.deterministic {
@@ -124,6 +138,7 @@ pub fn open(config: &Config) -> Result<Arc<Kms>, ServeError> {
         config.defaults.clone(),
         config.dev_token,
     )?;
+    kms.audit().configure(config.audit);
     if let Some(seed) = config.deterministic {
         kms.randomness().make_deterministic(seed);
     }
@@ -255,7 +270,9 @@ pub async fn serve_kms(
         .await;
     let _ = stop_background.send(true);
     // Every answered call's audit event is on disk before the server returns.
-    kms.audit().sync().await;
+    if let Err(error) = kms.audit().sync().await {
+        tracing::error!(%error, "audit events could not be written at shutdown");
+    }
     let _ = health_task.await;
     let _ = timer_task.await;
     result.map_err(ServeError::from)
@@ -280,7 +297,14 @@ async fn watch_health(
     ];
     let mut last = None;
     loop {
-        let serving = kms.hsm().status().state == ModuleState::Operational && kms.store_healthy();
+        let probing = Arc::clone(&kms);
+        let store = tokio::task::spawn_blocking(move || probing.store_health())
+            .await
+            .unwrap_or(store::StoreHealth::Failed);
+        let audit = kms.audit().accepting();
+        let serving = kms.hsm().status().state == ModuleState::Operational
+            && store == store::StoreHealth::Healthy
+            && audit.is_ok();
         if last != Some(serving) {
             let status = if serving {
                 ServingStatus::Serving
@@ -291,7 +315,12 @@ async fn watch_health(
                 reporter.set_service_status(service, status).await;
             }
             if !serving {
-                tracing::error!("health: NOT_SERVING (HSM not operational or store unhealthy)");
+                tracing::error!(
+                    hsm = ?kms.hsm().status().state,
+                    store = ?store,
+                    audit_trail = audit.err().map(|e| e.to_string()),
+                    "health: NOT_SERVING"
+                );
             }
             last = Some(serving);
         }

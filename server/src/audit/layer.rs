@@ -91,6 +91,21 @@ where
         request.extensions_mut().insert(note.clone());
         let correlation_id = correlation_id(request.headers());
         Box::pin(async move {
+            // The trail fails closed: while events cannot be written, no call is served.
+            if let Err(error) = kms.audit().accepting() {
+                let response = refusal(error);
+                let event = build_event(
+                    &kms,
+                    spec,
+                    &note,
+                    None,
+                    request.uri().path().to_owned(),
+                    correlation_id,
+                    response.headers(),
+                );
+                kms.audit().record(event);
+                return Ok(response);
+            }
             let (parts, body) = request.into_parts();
             let bytes = match body.collect().await {
                 Ok(collected) => collected.to_bytes(),
@@ -112,16 +127,27 @@ where
                 correlation_id,
                 response.headers(),
             );
-            let durable =
-                spec.durability == Durability::BeforeReply && event.outcome == Outcome::Success;
+            let durable = (spec.durability == Durability::BeforeReply
+                && event.outcome == Outcome::Success)
+                || kms.audit().data_events_are_durable();
             if durable {
-                kms.audit().record_durable(event).await;
+                if let Err(error) = kms.audit().record_durable(event).await {
+                    // Never answered OK unrecorded: the event is kept and retried, the caller
+                    // is told the storage failed.
+                    return Ok(refusal(error));
+                }
             } else {
                 kms.audit().record(event);
             }
             Ok(response)
         })
     }
+}
+
+/// The response of a call refused (or whose event could not be written) for a storage
+/// failure of the audit trail.
+fn refusal(error: crate::store::StoreError) -> http::Response<Body> {
+    tonic::Status::from(crate::error::KmsError::Store(error)).into_http()
 }
 
 /// The client's correlation id, or a fresh one (`kmsim-<process>-<counter>`).

@@ -389,7 +389,7 @@ impl Kms {
         limit: usize,
     ) -> Result<AuditPage, KmsError> {
         self.authorize_audit(who, filter)?;
-        self.audit().sync().await;
+        self.audit().sync().await?;
         self.audit().read(after, filter, limit)
     }
 

@@ -12,11 +12,25 @@
 //! flush (or at graceful shutdown); a crash of the process may lose the events of the last
 //! window.
 //!
+//! With `--audit-durability sync` every event is written before its call is answered.
+//!
+//! **Fail closed.** When a batch cannot be written (a full disk, an I/O error), its events are
+//! kept in memory and retried, the trail turns *failing*, and the audit layer refuses every
+//! call until a write succeeds again ([`AuditTrail::accepting`]): no call is answered OK
+//! unrecorded from then on. A mutation whose own event could not be written is answered
+//! with the storage error (its change is made; its event is retried until it is written).
+//!
+//! **Retention.** After each write the writer prunes the oldest events beyond
+//! [`AuditOptions::max_events`] or older than [`AuditOptions::max_age`] (by the server's
+//! clock), at most [`PRUNE_MAX`] per batch, logs what it pruned and counts it
+//! ([`AuditTrail::pruned`]).
+//!
 //! Sequence numbers start at 1 and never go back: after a restart they continue from the
 //! last stored event, and a reset, which wipes the trail, stores a high-water mark so that
 //! numbers are not reused either.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -24,9 +38,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, oneshot};
 
 use super::{AuditFilter, AuditPage, AuditRecord};
+use crate::clock::Clock;
 use crate::error::KmsError;
 use crate::kms::lock;
-use crate::store::{Change, Store, StoreError, Tree};
+use crate::store::{Change, Store, StoreError, StoreErrorKind, Tree};
 
 /// Longest a data event waits before it is written.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(50);
@@ -36,12 +51,60 @@ pub const BATCH_MAX: usize = 512;
 const LIVE_CAPACITY: usize = 4096;
 /// The key, in [`Tree::Simulator`], of the next sequence number after a reset.
 const NEXT_SEQUENCE_KEY: &[u8] = b"audit_next_sequence";
+/// The most events one batch prunes.
+pub const PRUNE_MAX: usize = 10_000;
+/// The most events kept in memory while writes fail; beyond it the oldest are lost (and
+/// logged). Calls are refused while writes fail, so only refusals' events accumulate.
+const RETRY_MAX: usize = 100_000;
+/// How often a failing writer retries when no event arrives.
+const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+
+/// When a data call's event reaches the disk (`--audit-durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum AuditDurability {
+    /// In the next batch, within [`BATCH_WINDOW`]: a crash can lose the last window's
+    /// events of data calls (mutations' events are always written before the reply).
+    #[default]
+    Batched,
+    /// Before the call is answered, like a mutation's.
+    Sync,
+}
+
+/// Durability and retention of the trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditOptions {
+    /// When data calls' events are written.
+    pub durability: AuditDurability,
+    /// The most events kept (0: no bound).
+    pub max_events: u64,
+    /// The longest an event is kept, by the server's clock (zero: no bound).
+    pub max_age: Duration,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        Self {
+            durability: AuditDurability::Batched,
+            max_events: 1_000_000,
+            max_age: Duration::from_secs(365 * 24 * 3600),
+        }
+    }
+}
+
+const WRITING: u8 = 0;
+const FAILING_FULL: u8 = 1;
+const FAILING: u8 = 2;
 
 enum Message {
-    /// An event to write in the next batch; `done` is told once it is written.
-    Event(Box<AuditRecord>, Option<oneshot::Sender<()>>),
+    /// An event to write in the next batch; `done` is told once it is written (or failed).
+    Event(
+        Box<AuditRecord>,
+        Option<oneshot::Sender<Result<(), StoreError>>>,
+    ),
     /// Write what is pending now, then tell.
-    Sync(oneshot::Sender<()>),
+    Sync(oneshot::Sender<Result<(), StoreError>>),
+    /// New options.
+    Configure(AuditOptions),
     /// Write what is pending, then delete every event (a reset), then tell.
     Wipe(SyncSender<Result<(), StoreError>>),
     /// Write what is pending and stop.
@@ -57,6 +120,18 @@ pub struct AuditTrail {
     writer: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// Set when the server shuts down: live watches end.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Shared with the writer: whether writes fail, and how many events were pruned.
+    status: Arc<Status>,
+    durability: std::sync::atomic::AtomicBool,
+}
+
+/// What the writer reports to the trail's users without a lock.
+#[derive(Debug, Default)]
+struct Status {
+    /// [`WRITING`], [`FAILING_FULL`] or [`FAILING`].
+    state: AtomicU8,
+    /// Events pruned by retention since start.
+    pruned: AtomicU64,
 }
 
 impl std::fmt::Debug for Message {
@@ -64,6 +139,7 @@ impl std::fmt::Debug for Message {
         f.write_str(match self {
             Message::Event(..) => "Event",
             Message::Sync(_) => "Sync",
+            Message::Configure(_) => "Configure",
             Message::Wipe(_) => "Wipe",
             Message::Stop => "Stop",
         })
@@ -72,6 +148,11 @@ impl std::fmt::Debug for Message {
 
 fn sequence_key(sequence: u64) -> [u8; 8] {
     sequence.to_be_bytes()
+}
+
+fn encode(event: &AuditRecord) -> Vec<u8> {
+    // Records are plain data (strings, numbers, enums): serialising them cannot fail.
+    serde_json::to_vec(event).expect("an audit record always serialises")
 }
 
 fn decode(bytes: &[u8]) -> Result<AuditRecord, KmsError> {
@@ -108,16 +189,30 @@ fn next_sequence(store: &dyn Store) -> Result<u64, KmsError> {
 }
 
 impl AuditTrail {
-    /// Opens the trail over `store` and starts its writer thread.
-    pub fn open(store: Arc<dyn Store>) -> Result<Self, KmsError> {
+    /// Opens the trail over `store` and starts its writer thread; `clock` dates retention.
+    pub fn open(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<Self, KmsError> {
         let next = next_sequence(store.as_ref())?;
+        let mut first = next;
+        store.scan_from(Tree::Audit, b"", &mut |key, _| {
+            if let Ok(bytes) = <[u8; 8]>::try_from(key) {
+                first = u64::from_be_bytes(bytes);
+            }
+            false
+        })?;
         let (queue, inbox) = mpsc::channel();
         let (live, _) = broadcast::channel(LIVE_CAPACITY);
+        let status = Arc::new(Status::default());
         let writer = Writer {
             inbox,
             store: Arc::clone(&store),
             live: live.clone(),
             next,
+            first,
+            clock,
+            options: AuditOptions::default(),
+            retry: Vec::new(),
+            status: Arc::clone(&status),
+            last_age_check: None,
         };
         let handle = std::thread::Builder::new()
             .name("kmsim-audit".to_owned())
@@ -133,7 +228,44 @@ impl AuditTrail {
             store,
             writer: std::sync::Mutex::new(Some(handle)),
             closing: tokio::sync::watch::Sender::new(false),
+            status,
+            durability: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Sets the durability of data events and the retention bounds.
+    pub fn configure(&self, options: AuditOptions) {
+        self.durability.store(
+            options.durability == AuditDurability::Sync,
+            Ordering::Relaxed,
+        );
+        self.send(Message::Configure(options));
+    }
+
+    /// Whether data calls' events are written before the reply (`--audit-durability sync`).
+    pub fn data_events_are_durable(&self) -> bool {
+        self.durability.load(Ordering::Relaxed)
+    }
+
+    /// `Ok` while events can be written; the storage failure while they cannot, when every
+    /// call must be refused (the trail fails closed).
+    pub fn accepting(&self) -> Result<(), StoreError> {
+        match self.status.state.load(Ordering::Acquire) {
+            WRITING => Ok(()),
+            FAILING_FULL => Err(StoreError::new(
+                StoreErrorKind::Full,
+                "the audit trail cannot be written: the disk is full",
+            )),
+            _ => Err(StoreError::new(
+                StoreErrorKind::Io,
+                "the audit trail cannot be written",
+            )),
+        }
+    }
+
+    /// Events pruned by retention since the server started.
+    pub fn pruned(&self) -> u64 {
+        self.status.pruned.load(Ordering::Relaxed)
     }
 
     fn send(&self, message: Message) {
@@ -148,18 +280,19 @@ impl AuditTrail {
         self.send(Message::Event(Box::new(event), None));
     }
 
-    /// Writes `event` and returns once it is on disk (or its write failed and was logged).
-    pub async fn record_durable(&self, event: AuditRecord) {
+    /// Writes `event` and returns once it is on disk, or with the storage failure that kept
+    /// it from the disk (the event is then kept and retried).
+    pub async fn record_durable(&self, event: AuditRecord) -> Result<(), StoreError> {
         let (done, written) = oneshot::channel();
         self.send(Message::Event(Box::new(event), Some(done)));
-        let _ = written.await;
+        written.await.unwrap_or_else(|_| Err(stopped()))
     }
 
-    /// Returns once every event enqueued before the call is written.
-    pub async fn sync(&self) {
+    /// Returns once every event enqueued before the call is written (or their write failed).
+    pub async fn sync(&self) -> Result<(), StoreError> {
         let (done, written) = oneshot::channel();
         self.send(Message::Sync(done));
-        let _ = written.await;
+        written.await.unwrap_or_else(|_| Err(stopped()))
     }
 
     /// Writes what is pending, then deletes every stored event (a reset). Sequence numbers
@@ -229,19 +362,33 @@ impl Drop for AuditTrail {
     }
 }
 
+fn stopped() -> StoreError {
+    StoreError::new(StoreErrorKind::Closed, "the audit writer has stopped")
+}
+
 /// The writer thread's state.
 struct Writer {
     inbox: Receiver<Message>,
     store: Arc<dyn Store>,
     live: broadcast::Sender<Arc<AuditRecord>>,
+    /// The sequence number of the next event.
     next: u64,
+    /// The sequence number of the oldest stored event (`next` when none is stored).
+    first: u64,
+    clock: Arc<dyn Clock>,
+    options: AuditOptions,
+    /// Numbered events whose write failed, oldest first: written before anything newer.
+    retry: Vec<AuditRecord>,
+    status: Arc<Status>,
+    last_age_check: Option<Instant>,
 }
 
 #[derive(Default)]
 struct Batch {
     events: Vec<AuditRecord>,
-    waiting: Vec<oneshot::Sender<()>>,
+    waiting: Vec<oneshot::Sender<Result<(), StoreError>>>,
     wipe: Option<SyncSender<Result<(), StoreError>>>,
+    options: Option<AuditOptions>,
     stop: bool,
 }
 
@@ -256,6 +403,7 @@ impl Batch {
                 }
             }
             Message::Sync(done) => self.waiting.push(done),
+            Message::Configure(options) => self.options = Some(options),
             Message::Wipe(done) => self.wipe = Some(done),
             Message::Stop => self.stop = true,
         }
@@ -269,11 +417,24 @@ impl Batch {
 impl Writer {
     fn run(mut self) {
         loop {
-            let Ok(first) = self.inbox.recv() else {
-                return;
+            let first = if self.retry.is_empty() {
+                match self.inbox.recv() {
+                    Ok(message) => Some(message),
+                    Err(_) => return,
+                }
+            } else {
+                // Writes are failing: retry now and then even when no event arrives.
+                match self.inbox.recv_timeout(RETRY_INTERVAL) {
+                    Ok(message) => Some(message),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
             };
             let mut batch = Batch::default();
-            let mut now = batch.add(first);
+            let mut now = match first {
+                Some(message) => batch.add(message),
+                None => true,
+            };
             let deadline = Instant::now() + BATCH_WINDOW;
             while !now {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -295,9 +456,12 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.write(batch.events);
+            if let Some(options) = batch.options {
+                self.options = options;
+            }
+            let result = self.write(batch.events);
             for done in batch.waiting {
-                let _ = done.send(());
+                let _ = done.send(result.clone());
             }
             if let Some(done) = batch.wipe {
                 let _ = done.send(self.wipe());
@@ -308,34 +472,109 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, events: Vec<AuditRecord>) {
-        if events.is_empty() {
-            return;
-        }
-        let mut written = Vec::with_capacity(events.len());
-        let mut changes = Vec::with_capacity(events.len());
+    /// Numbers `events`, then writes them after any that failed before, with the retention's
+    /// deletions, in one store batch. On failure the events are kept for the next attempt and
+    /// the trail turns failing.
+    fn write(&mut self, events: Vec<AuditRecord>) -> Result<(), StoreError> {
         for mut event in events {
             event.sequence = self.next;
             self.next += 1;
-            match serde_json::to_vec(&event) {
-                Ok(value) => changes.push(Change::Put {
-                    tree: Tree::Audit,
-                    key: sequence_key(event.sequence).to_vec(),
-                    value,
-                }),
-                // Records are plain data; serialising them cannot fail.
-                Err(error) => tracing::error!(%error, "cannot encode an audit event"),
-            }
-            written.push(Arc::new(event));
+            self.retry.push(event);
         }
+        if self.retry.len() > RETRY_MAX {
+            let lost = self.retry.len() - RETRY_MAX;
+            self.retry.drain(..lost);
+            tracing::error!(
+                lost,
+                "audit events that could not be written were dropped from memory"
+            );
+        }
+        if self.retry.is_empty() {
+            return Ok(());
+        }
+        let mut changes = Vec::with_capacity(self.retry.len());
+        for event in &self.retry {
+            changes.push(Change::Put {
+                tree: Tree::Audit,
+                key: sequence_key(event.sequence).to_vec(),
+                value: encode(event),
+            });
+        }
+        let pruned = self.prune(&mut changes);
         if let Err(error) = self.store.apply(changes) {
-            tracing::error!(%error, count = written.len(), "cannot write audit events; they are lost");
-            return;
+            let state = if error.kind() == StoreErrorKind::Full {
+                FAILING_FULL
+            } else {
+                FAILING
+            };
+            if self.status.state.swap(state, Ordering::AcqRel) == WRITING {
+                tracing::error!(%error, pending = self.retry.len(), "cannot write audit events: refusing every call until the trail can be written (they are kept and retried)");
+            }
+            return Err(error);
         }
-        for event in written {
+        if self.status.state.swap(WRITING, Ordering::AcqRel) != WRITING {
+            tracing::info!(
+                written = self.retry.len(),
+                "the audit trail is written again; calls are accepted"
+            );
+        }
+        if pruned > 0 {
+            self.first += pruned;
+            self.status.pruned.fetch_add(pruned, Ordering::Relaxed);
+            tracing::info!(
+                pruned,
+                max_events = self.options.max_events,
+                max_age = ?self.options.max_age,
+                "audit retention pruned the oldest events"
+            );
+        }
+        for event in self.retry.drain(..) {
             // No subscriber is fine.
-            let _ = self.live.send(event);
+            let _ = self.live.send(Arc::new(event));
         }
+        Ok(())
+    }
+
+    /// Adds to `changes` the deletions of the oldest stored events beyond the retention
+    /// bounds (at most [`PRUNE_MAX`]); returns how many.
+    fn prune(&mut self, changes: &mut Vec<Change>) -> u64 {
+        let stored_after = self.next.saturating_sub(self.first);
+        let by_count = match self.options.max_events {
+            0 => 0,
+            max => stored_after.saturating_sub(max),
+        };
+        let mut count = by_count.min(PRUNE_MAX as u64);
+        let age_due = self
+            .last_age_check
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+        if !self.options.max_age.is_zero() && count < PRUNE_MAX as u64 && age_due {
+            self.last_age_check = Some(Instant::now());
+            let horizon = self.clock.now().as_millis().saturating_sub(
+                i64::try_from(self.options.max_age.as_millis()).unwrap_or(i64::MAX),
+            );
+            let mut old = 0u64;
+            let start = sequence_key(self.first);
+            let limit = PRUNE_MAX as u64;
+            let scanned = self
+                .store
+                .scan_from(Tree::Audit, &start, &mut |_, value| match decode(value) {
+                    Ok(event) if event.time.as_millis() < horizon && old < limit => {
+                        old += 1;
+                        true
+                    }
+                    _ => false,
+                });
+            if scanned.is_ok() {
+                count = count.max(old);
+            }
+        }
+        for sequence in self.first..self.first + count {
+            changes.push(Change::Delete {
+                tree: Tree::Audit,
+                key: sequence_key(sequence).to_vec(),
+            });
+        }
+        count
     }
 
     fn wipe(&mut self) -> Result<(), StoreError> {
@@ -352,7 +591,9 @@ impl Writer {
             key: NEXT_SEQUENCE_KEY.to_vec(),
             value: self.next.to_be_bytes().to_vec(),
         });
-        self.store.apply(changes)
+        self.store.apply(changes)?;
+        self.first = self.next;
+        Ok(())
     }
 }
 
@@ -360,8 +601,9 @@ impl Writer {
 mod tests {
     use super::*;
     use crate::audit::{Outcome, Severity};
+    use crate::clock::SystemClock;
     use crate::clock::Timestamp;
-    use crate::store::SledStore;
+    use crate::store::RedbStore;
 
     fn event(action: &str) -> AuditRecord {
         AuditRecord {
@@ -391,12 +633,13 @@ mod tests {
     async fn batches_keep_order_and_numbers_survive_reopen_and_wipe() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
-            let trail = AuditTrail::open(Arc::clone(&store)).unwrap();
+            let store: Arc<dyn Store> =
+                Arc::new(RedbStore::open(dir.path(), Default::default()).unwrap());
+            let trail = AuditTrail::open(Arc::clone(&store), Arc::new(SystemClock)).unwrap();
             for n in 0..10 {
                 trail.record(event(&format!("a{n}")));
             }
-            trail.sync().await;
+            trail.sync().await.unwrap();
             let page = trail.read(0, &AuditFilter::default(), 100).unwrap();
             let sequences: Vec<u64> = page.events.iter().map(|e| e.sequence).collect();
             assert_eq!(sequences, (1..=10).collect::<Vec<_>>());
@@ -417,9 +660,10 @@ mod tests {
             .await
             .unwrap();
         }
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
-        let trail = AuditTrail::open(store).unwrap();
-        trail.record_durable(event("after")).await;
+        let store: Arc<dyn Store> =
+            Arc::new(RedbStore::open(dir.path(), Default::default()).unwrap());
+        let trail = AuditTrail::open(store, Arc::new(SystemClock)).unwrap();
+        trail.record_durable(event("after")).await.unwrap();
         let page = trail.read(0, &AuditFilter::default(), 10).unwrap();
         assert_eq!(page.events.len(), 1);
         assert_eq!(page.events[0].sequence, 11);

@@ -198,7 +198,7 @@ pub async fn watch_audit_events(
     let mut live = kms.audit().subscribe();
     let mut closing = kms.audit().closing();
     // Every call answered before this one is in the replay.
-    kms.audit().sync().await;
+    kms.audit().sync().await.map_err(KmsError::Store)?;
     let (out, events) = mpsc::channel(64);
     let kms = Arc::clone(kms);
     let mut last = request.after_sequence;

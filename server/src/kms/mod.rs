@@ -205,7 +205,7 @@ impl Kms {
     ) -> Result<Self, KmsError> {
         let iam = iam::IamState::open(&hsm, store.as_ref(), &credentials, dev_token)?;
         let random = crate::random::Randomness::default();
-        let audit = crate::audit::AuditTrail::open(Arc::clone(&store))?;
+        let audit = crate::audit::AuditTrail::open(Arc::clone(&store), Arc::clone(&clock))?;
         let kms = Self {
             audit,
             iam,
@@ -325,6 +325,12 @@ impl Kms {
     /// Whether the store is open and writable.
     pub fn store_healthy(&self) -> bool {
         self.store.is_healthy()
+    }
+
+    /// The store's condition; after a failed write it first tries a small write, so that
+    /// health recovers once the cause (a full disk) is gone.
+    pub fn store_health(&self) -> crate::store::StoreHealth {
+        self.store.probe()
     }
 
     pub(crate) fn instance(&self, id: InstanceId) -> Result<Arc<InstanceEntry>, KmsError> {

@@ -1,12 +1,19 @@
 //! Durable state behind the [`Store`] trait: named trees of byte keys and values, where every
-//! acknowledged write is on disk before it returns. [`SledStore`] is the embedded default;
-//! [`HsmObjectStore`] lends one tree to the HSM as its `ObjectStore`.
+//! acknowledged write is on disk before it returns.
+//!
+//! - [`RedbStore`] (`redb_store`): the embedded engine, redb, with group commit;
+//! - `commit_mark`: the commit counter kept beside the database, which turns a rollback of the
+//!   database file into a refusal to start;
+//! - `sled_migration`: moves a data directory of an earlier kmsim (sled) into redb on start-up;
+//! - [`HsmObjectStore`]: lends one tree to the HSM as its `ObjectStore`.
 
-mod sled_store;
+mod commit_mark;
+mod redb_store;
+mod sled_migration;
 
 use std::sync::Arc;
 
-pub use sled_store::SledStore;
+pub use redb_store::{RedbStore, StoreOptions};
 
 /// The trees (tables) of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,27 +107,72 @@ pub enum Change {
     },
 }
 
-/// A storage failure. The message comes from the backend and is for logs and operators.
+/// What kind of storage failure happened: what a client may be told (through a reason code)
+/// and what decides whether the server can go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// The disk (or the file system's quota) is full: nothing of the failed write was
+    /// acknowledged. Writes work again once space is freed.
+    Full,
+    /// An I/O failure of the device or file system: nothing of the failed write was
+    /// acknowledged.
+    Io,
+    /// A file or record failed its integrity check (a checksum, a decode, a commit counter).
+    Corrupt,
+    /// The store is closed or its committer stopped.
+    Closed,
+    /// Another process holds the database.
+    Locked,
+}
+
+/// A storage failure. Clients see only its [`StoreErrorKind`] (as a reason code and a short
+/// message); the detail (the backend's text, the file, the tree) is for the log and operators.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
+#[error("{detail}")]
 pub struct StoreError {
-    message: String,
+    kind: StoreErrorKind,
+    detail: String,
 }
 
 impl StoreError {
-    /// Wraps a backend error.
-    pub fn backend(error: impl std::fmt::Display) -> Self {
+    /// A failure of `kind`, with `detail` for the log.
+    pub fn new(kind: StoreErrorKind, detail: impl std::fmt::Display) -> Self {
         Self {
-            message: error.to_string(),
+            kind,
+            detail: detail.to_string(),
         }
+    }
+
+    /// An I/O failure of the backend (see [`StoreErrorKind::Io`]).
+    pub fn backend(error: impl std::fmt::Display) -> Self {
+        Self::new(StoreErrorKind::Io, error)
     }
 
     /// A record that could not be decoded.
     pub fn corrupt(tree: Tree, error: impl std::fmt::Display) -> Self {
-        Self {
-            message: format!("corrupt record in tree {}: {error}", tree.name()),
-        }
+        Self::new(
+            StoreErrorKind::Corrupt,
+            format!("corrupt record in tree {}: {error}", tree.name()),
+        )
     }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+}
+
+/// The store's condition, for health checks and the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreHealth {
+    /// Reads and writes work.
+    Healthy,
+    /// The last write failed because the disk is full.
+    Full,
+    /// The last write failed with an I/O error.
+    Failed,
 }
 
 /// Durable, ordered key-value trees. Every method that changes data returns only after the
@@ -132,8 +184,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Entries, StoreError>;
     /// Applies every change atomically, then flushes.
     fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError>;
-    /// Whether the store is open and writable (for health checks).
-    fn is_healthy(&self) -> bool;
+    /// The store's condition after its last write (for health checks).
+    fn health(&self) -> StoreHealth;
+
+    /// Whether the store is open and its last write succeeded.
+    fn is_healthy(&self) -> bool {
+        self.health() == StoreHealth::Healthy
+    }
+
+    /// After a failed write: tries a small write now (reopening the backend if it must), so that
+    /// health recovers once the cause (a full disk) is gone, without waiting for a client's
+    /// write. Returns the resulting condition.
+    fn probe(&self) -> StoreHealth {
+        self.health()
+    }
 
     /// Visits the entries of a tree whose key is at or after `start`, in key order, while
     /// `visit` returns true. Backends override it to avoid reading the whole tree.
