@@ -699,7 +699,7 @@ async fn a_watcher_that_falls_behind_misses_nothing() {
             correlation_id: String::new(),
         });
     }
-    server.kms.audit().sync().await;
+    server.kms.audit().sync().await.unwrap();
     let mut previous = 0;
     let mut seen = 0;
     while seen < count {
