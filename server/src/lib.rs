@@ -115,6 +115,10 @@ pub fn open(config: &Config) -> Result<Arc<Kms>, ServeError> {
             "HSM self-tests failed at start-up: serving NOT_SERVING until HsmService/RunSelfTests passes"
         );
     }
+    let random = random::Randomness::default();
+    if let Some(seed) = config.deterministic {
+        random.make_deterministic(seed);
+    }
     let kms = Kms::open(
         hsm,
         Arc::clone(&config.master_key),
@@ -123,10 +127,8 @@ pub fn open(config: &Config) -> Result<Arc<Kms>, ServeError> {
         config.credentials.clone(),
         config.defaults.clone(),
         config.dev_token,
+        random,
     )?;
-    if let Some(seed) = config.deterministic {
-        kms.randomness().make_deterministic(seed);
-    }
     if let (true, Storage::Directory(dir)) = (config.dev_token, &config.storage) {
         let secrets = dir.join(config::DEV_SECRETS_FILE);
         if secrets.exists() {
