@@ -36,7 +36,6 @@ use kmsim_proto::v1::simulator_service_server::SimulatorServiceServer;
 use sim_hsm::{Hsm, ModuleState};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic_health::ServingStatus;
 
 pub use config::Config;
 use config::Storage;
@@ -211,11 +210,9 @@ pub async fn serve_kms(
         .build_v1alpha()?;
 
     let (stop_background, stopped) = tokio::sync::watch::channel(false);
-    let health_task = tokio::spawn(watch_health(
-        Arc::clone(&kms),
-        health_reporter,
-        stopped.clone(),
-    ));
+    let health = Arc::new(grpc::health::Health::new(Arc::clone(&kms), health_reporter));
+    health.refresh().await;
+    let health_task = tokio::spawn(watch_health(Arc::clone(&health), stopped.clone()));
     let timer_task = tokio::spawn(run_timers(Arc::clone(&kms), stopped));
     kms.audit().set_closing(false);
     let closing = Arc::clone(&kms);
@@ -241,11 +238,12 @@ pub async fn serve_kms(
             &kms,
         ))))
         .add_service(SimulatorServiceServer::new(
-            grpc::simulator::Simulator::new(Arc::clone(&kms)),
+            grpc::simulator::Simulator::new(Arc::clone(&kms), Arc::clone(&health)),
         ))
-        .add_service(HsmServiceServer::new(grpc::hsm::HsmAdmin::new(Arc::clone(
-            &kms,
-        ))))
+        .add_service(HsmServiceServer::new(grpc::hsm::HsmAdmin::new(
+            Arc::clone(&kms),
+            Arc::clone(&health),
+        )))
         .add_service(IamServiceServer::new(grpc::iam::Iam::new(Arc::clone(&kms))))
         .add_service(RegistrationServiceServer::new(
             grpc::registrations::Registrations::new(Arc::clone(&kms)),
@@ -263,40 +261,14 @@ pub async fn serve_kms(
     result.map_err(ServeError::from)
 }
 
-/// Keeps `grpc.health.v1.Health` truthful: SERVING only while the HSM is operational and the
-/// store is healthy, for the whole server ("") and each kmsim service.
+/// Re-evaluates health every [`WATCH_INTERVAL`], for what no call announces (a failing
+/// store); the calls that change the HSM's state publish it themselves (`grpc::health`).
 async fn watch_health(
-    kms: Arc<Kms>,
-    reporter: tonic_health::server::HealthReporter,
+    health: Arc<grpc::health::Health>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
-    let services = [
-        "",
-        "kmsim.v1.InstanceService",
-        "kmsim.v1.KeyService",
-        "kmsim.v1.SimulatorService",
-        "kmsim.v1.HsmService",
-        "kmsim.v1.IamService",
-        "kmsim.v1.RegistrationService",
-        "kmsim.v1.EventService",
-    ];
-    let mut last = None;
     loop {
-        let serving = kms.hsm().status().state == ModuleState::Operational && kms.store_healthy();
-        if last != Some(serving) {
-            let status = if serving {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            for service in services {
-                reporter.set_service_status(service, status).await;
-            }
-            if !serving {
-                tracing::error!("health: NOT_SERVING (HSM not operational or store unhealthy)");
-            }
-            last = Some(serving);
-        }
+        health.refresh().await;
         tokio::select! {
             _ = tokio::time::sleep(WATCH_INTERVAL) => {}
             _ = stopped.changed() => return,
