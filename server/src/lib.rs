@@ -135,6 +135,16 @@ pub fn open(config: &Config) -> Result<Arc<Kms>, ServeError> {
             kms.persist_master_key_to(secrets);
         }
     }
+    // The whole seed file is read and checked against the stored state before anything is
+    // written (the admin's key file included): a bad file stops the start-up here.
+    let seed_file = match &config.seed_file {
+        Some(path) => {
+            let file = seed::SeedFile::load(path)?;
+            seed::check(&kms, &file).map_err(|e| e.in_file(path))?;
+            Some((path, file))
+        }
+        None => None,
+    };
     let key_file = match &config.storage {
         Storage::Directory(dir) => Some(dir.join(ADMIN_KEY_FILE)),
         Storage::Temporary => None,
@@ -168,8 +178,7 @@ pub fn open(config: &Config) -> Result<Arc<Kms>, ServeError> {
             ),
         }
     }
-    if let Some(path) = &config.seed_file {
-        let file = seed::SeedFile::load(path)?;
+    if let Some((path, file)) = seed_file {
         let summary = seed::apply(&kms, &file).map_err(|e| e.in_file(path))?;
         tracing::info!(path = %path.display(), created = summary.created, unchanged = summary.unchanged, "seed file applied");
     }

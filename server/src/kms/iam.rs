@@ -1110,6 +1110,16 @@ impl Kms {
         )
     }
 
+    /// An access policy's record (start-up seeding compares it with the file's).
+    pub(crate) fn policy_record(&self, id: PolicyId) -> Option<PolicyRecord> {
+        read(&self.iam.policies).by_id.get(&id).cloned()
+    }
+
+    /// An authorization's record (start-up seeding compares it with the file's).
+    pub(crate) fn authorization_record(&self, id: AuthorizationId) -> Option<AuthorizationRecord> {
+        read(&self.iam.authorizations).get(&id).cloned()
+    }
+
     /// An identity's record.
     pub fn identity_record(&self, id: IdentityId) -> Option<IdentityRecord> {
         read(&self.iam.identities).get(&id).cloned()
