@@ -5,6 +5,7 @@
 
 mod ceremony;
 pub mod ciphertext;
+mod clock_audit;
 mod hsm_admin;
 pub mod iam;
 pub mod ids;
@@ -463,13 +464,17 @@ impl Kms {
             Lifecycle::Purged => {
                 let instance = self.instance(record.instance)?;
                 self.shred(&instance, &record)?;
+                self.audit_timer("secrets.purge", &record, state::KeyState::Destroyed);
                 Ok(true)
             }
             Lifecycle::Live(state) if state != record.state => {
                 let mut next = (*record).clone();
                 next.state = state;
                 next.update_time = now;
-                self.commit_key(&entry, next)?;
+                let written = self.commit_key(&entry, next)?;
+                if state == state::KeyState::Deactivated {
+                    self.audit_timer("secrets.expire", &written, state);
+                }
                 Ok(true)
             }
             Lifecycle::Live(_) => {
