@@ -36,7 +36,6 @@ use kmsim_proto::v1::simulator_service_server::SimulatorServiceServer;
 use sim_hsm::{Hsm, ModuleState};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic_health::ServingStatus;
 
 pub use config::Config;
 use config::Storage;
@@ -129,6 +128,10 @@ pub fn open(config: &Config) -> Result<Arc<Kms>, ServeError> {
             "HSM self-tests failed at start-up: serving NOT_SERVING until HsmService/RunSelfTests passes"
         );
     }
+    let random = random::Randomness::default();
+    if let Some(seed) = config.deterministic {
+        random.make_deterministic(seed);
+    }
     let kms = Kms::open(
         hsm,
         Arc::clone(&config.master_key),
@@ -137,11 +140,9 @@ pub fn open(config: &Config) -> Result<Arc<Kms>, ServeError> {
         config.credentials.clone(),
         config.defaults.clone(),
         config.dev_token,
+        random,
     )?;
     kms.audit().configure(config.audit);
-    if let Some(seed) = config.deterministic {
-        kms.randomness().make_deterministic(seed);
-    }
     if let (true, Storage::Directory(dir)) = (config.dev_token, &config.storage) {
         let secrets = dir.join(config::DEV_SECRETS_FILE);
         if secrets.exists() {
@@ -149,6 +150,16 @@ pub fn open(config: &Config) -> Result<Arc<Kms>, ServeError> {
             kms.persist_master_key_to(secrets);
         }
     }
+    // The whole seed file is read and checked against the stored state before anything is
+    // written (the admin's key file included): a bad file stops the start-up here.
+    let seed_file = match &config.seed_file {
+        Some(path) => {
+            let file = seed::SeedFile::load(path)?;
+            seed::check(&kms, &file).map_err(|e| e.in_file(path))?;
+            Some((path, file))
+        }
+        None => None,
+    };
     let key_file = match &config.storage {
         Storage::Directory(dir) => Some(dir.join(ADMIN_KEY_FILE)),
         Storage::Temporary => None,
@@ -182,8 +193,7 @@ pub fn open(config: &Config) -> Result<Arc<Kms>, ServeError> {
             ),
         }
     }
-    if let Some(path) = &config.seed_file {
-        let file = seed::SeedFile::load(path)?;
+    if let Some((path, file)) = seed_file {
         let summary = seed::apply(&kms, &file).map_err(|e| e.in_file(path))?;
         tracing::info!(path = %path.display(), created = summary.created, unchanged = summary.unchanged, "seed file applied");
     }
@@ -224,11 +234,9 @@ pub async fn serve_kms(
         .build_v1alpha()?;
 
     let (stop_background, stopped) = tokio::sync::watch::channel(false);
-    let health_task = tokio::spawn(watch_health(
-        Arc::clone(&kms),
-        health_reporter,
-        stopped.clone(),
-    ));
+    let health = Arc::new(grpc::health::Health::new(Arc::clone(&kms), health_reporter));
+    health.refresh().await;
+    let health_task = tokio::spawn(watch_health(Arc::clone(&health), stopped.clone()));
     let timer_task = tokio::spawn(run_timers(Arc::clone(&kms), stopped));
     kms.audit().set_closing(false);
     let closing = Arc::clone(&kms);
@@ -254,11 +262,12 @@ pub async fn serve_kms(
             &kms,
         ))))
         .add_service(SimulatorServiceServer::new(
-            grpc::simulator::Simulator::new(Arc::clone(&kms)),
+            grpc::simulator::Simulator::new(Arc::clone(&kms), Arc::clone(&health)),
         ))
-        .add_service(HsmServiceServer::new(grpc::hsm::HsmAdmin::new(Arc::clone(
-            &kms,
-        ))))
+        .add_service(HsmServiceServer::new(grpc::hsm::HsmAdmin::new(
+            Arc::clone(&kms),
+            Arc::clone(&health),
+        )))
         .add_service(IamServiceServer::new(grpc::iam::Iam::new(Arc::clone(&kms))))
         .add_service(RegistrationServiceServer::new(
             grpc::registrations::Registrations::new(Arc::clone(&kms)),
@@ -278,52 +287,14 @@ pub async fn serve_kms(
     result.map_err(ServeError::from)
 }
 
-/// Keeps `grpc.health.v1.Health` truthful: SERVING only while the HSM is operational and the
-/// store is healthy, for the whole server ("") and each kmsim service.
+/// Re-evaluates health every [`WATCH_INTERVAL`], for what no call announces (a failing
+/// store); the calls that change the HSM's state publish it themselves (`grpc::health`).
 async fn watch_health(
-    kms: Arc<Kms>,
-    reporter: tonic_health::server::HealthReporter,
+    health: Arc<grpc::health::Health>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
-    let services = [
-        "",
-        "kmsim.v1.InstanceService",
-        "kmsim.v1.KeyService",
-        "kmsim.v1.SimulatorService",
-        "kmsim.v1.HsmService",
-        "kmsim.v1.IamService",
-        "kmsim.v1.RegistrationService",
-        "kmsim.v1.EventService",
-    ];
-    let mut last = None;
     loop {
-        let probing = Arc::clone(&kms);
-        let store = tokio::task::spawn_blocking(move || probing.store_health())
-            .await
-            .unwrap_or(store::StoreHealth::Failed);
-        let audit = kms.audit().accepting();
-        let serving = kms.hsm().status().state == ModuleState::Operational
-            && store == store::StoreHealth::Healthy
-            && audit.is_ok();
-        if last != Some(serving) {
-            let status = if serving {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            for service in services {
-                reporter.set_service_status(service, status).await;
-            }
-            if !serving {
-                tracing::error!(
-                    hsm = ?kms.hsm().status().state,
-                    store = ?store,
-                    audit_trail = audit.err().map(|e| e.to_string()),
-                    "health: NOT_SERVING"
-                );
-            }
-            last = Some(serving);
-        }
+        health.refresh().await;
         tokio::select! {
             _ = tokio::time::sleep(WATCH_INTERVAL) => {}
             _ = stopped.changed() => return,

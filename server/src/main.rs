@@ -1,5 +1,6 @@
-//! The `kmsim` binary: parses the command line, sets up logging, binds the listener and runs
-//! [`kmsim_server::serve`] until SIGINT or SIGTERM.
+//! The `kmsim` binary: parses the command line, sets up logging, opens the state
+//! ([`kmsim_server::open`]), then binds the listener and runs [`kmsim_server::serve_kms`]
+//! until SIGINT or SIGTERM.
 
 use clap::Parser;
 use kmsim_server::config::{Cli, Command, LogFormat, ServeArgs};
@@ -51,6 +52,9 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let config = args.to_config()?;
+    // Open (and seed) everything before listening: a start-up that fails (a bad seed file,
+    // the wrong master key) exits without ever accepting a connection.
+    let kms = tokio::task::spawn_blocking(move || kmsim_server::open(&config)).await??;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, data_dir = %args.data_dir.display(), "kmsim listening");
     // On a signal, stop accepting and drain in-flight calls; clients that keep idle
@@ -65,7 +69,7 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     tokio::select! {
-        result = kmsim_server::serve(listener, config, signalled) => result?,
+        result = kmsim_server::serve_kms(listener, kms, signalled) => result?,
         () = async {
             stopping.notified().await;
             tokio::time::sleep(GRACE_PERIOD).await;

@@ -21,6 +21,8 @@ use crate::kms::lock;
 /// Domain separation of the two generators derived from one `--deterministic` seed.
 const SERVER_LABEL: &[u8] = b"kmsim-deterministic-server-v1";
 const HSM_LABEL: &[u8] = b"kmsim-deterministic-hsm-v1";
+/// Domain separation of the correlation-id prefix derived from a `--deterministic` seed.
+const CORRELATION_LABEL: &[u8] = b"kmsim-deterministic-correlation-v1";
 
 #[derive(Default)]
 struct State {
@@ -28,6 +30,10 @@ struct State {
     seeded: Option<SeededDrbg>,
     /// Ids handed out before any generated one (start-up seeding only).
     preset: VecDeque<uuid::Uuid>,
+    /// The prefix of generated correlation ids (set on first use, or by
+    /// [`Randomness::make_deterministic`]) and how many were generated.
+    correlation_prefix: Option<String>,
+    correlations: u64,
 }
 
 /// A shared handle on the server's random source (clones share one generator).
@@ -60,7 +66,26 @@ pub fn hsm_seed(seed: u64) -> [u8; 32] {
 impl Randomness {
     /// Switches every clone of this handle to a ChaCha20 generator seeded from `seed`.
     pub fn make_deterministic(&self, seed: u64) {
-        lock(&self.state).seeded = Some(SeededDrbg::new(derive(seed, SERVER_LABEL)));
+        let mut state = lock(&self.state);
+        state.seeded = Some(SeededDrbg::new(derive(seed, SERVER_LABEL)));
+        state.correlation_prefix = Some(hex::encode(&derive(seed, CORRELATION_LABEL)[..4]));
+    }
+
+    /// A fresh correlation id for a call that sent none: `kmsim-<prefix>-<n>`, `n` counting
+    /// from 1 per server. The prefix is random per server, or derived from SEED under
+    /// `--deterministic` (so two such servers given the same calls mint the same ids). It
+    /// never draws from the seeded generator, so minting one changes no other value.
+    pub fn correlation_id(&self) -> String {
+        let mut state = lock(&self.state);
+        state.correlations += 1;
+        let count = state.correlations;
+        let prefix = state.correlation_prefix.get_or_insert_with(|| {
+            let mut bytes = [0u8; 4];
+            // Without entropy the counter still makes ids unique within the server.
+            let _ = getrandom::fill(&mut bytes);
+            hex::encode(bytes)
+        });
+        format!("kmsim-{prefix}-{count}")
     }
 
     /// Whether the generator is seeded.

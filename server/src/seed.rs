@@ -617,8 +617,144 @@ fn with_ids<T>(
     }
 }
 
+/// Checks the whole of `file` against the stored state without writing anything: every
+/// entry that exists must match, and every entry to create must name instances and
+/// identities that exist (stored or created by the file), aliases free in their instance,
+/// API key ids no other identity owns, and an instance whose keystore is intact. Start-up
+/// runs it before the bootstrap admin's key file is written and before [`apply`], so a bad
+/// file stops the start with nothing written (what can still fail in `apply` is the store or
+/// the HSM itself).
+pub fn check(kms: &Kms, file: &SeedFile) -> Result<(), SeedError> {
+    let mut new_instances = HashSet::new();
+    for instance in &file.instances {
+        if !instance_exists(kms, instance)? {
+            new_instances.insert(instance.id);
+        }
+    }
+    let instance_known = |id: InstanceId| new_instances.contains(&id) || kms.instance(id).is_ok();
+    let mut taken: HashSet<(InstanceId, &Alias)> = HashSet::new();
+    for key in &file.keys {
+        if key_exists(kms, key)? {
+            continue;
+        }
+        let entry = &key.entry;
+        if !new_instances.contains(&key.instance) {
+            kms.seed_target_ready(key.instance)
+                .map_err(|e| refused(entry, e))?;
+        }
+        for alias in &key.aliases {
+            let owner = kms.alias_owner(key.instance, alias);
+            if owner.is_some_and(|owner| owner != key.id) || !taken.insert((key.instance, alias)) {
+                return Err(SeedError::new(
+                    entry,
+                    format!(
+                        "refused: alias {alias} is already used in instance {}",
+                        key.instance
+                    ),
+                ));
+            }
+        }
+    }
+    let mut new_identities = std::collections::HashMap::new();
+    for identity in &file.identities {
+        let entry = &identity.entry;
+        let exists = match kms.identity_record(identity.id) {
+            Some(record) => {
+                if record.kind != identity.kind {
+                    return Err(conflict(entry, "kind"));
+                }
+                if record.name != identity.name {
+                    return Err(conflict(entry, "name"));
+                }
+                if record.source_instance != identity.source_instance {
+                    return Err(conflict(entry, "source_instance"));
+                }
+                true
+            }
+            None => {
+                new_identities.insert(identity.id, identity.kind);
+                false
+            }
+        };
+        if !exists && identity.api_keys.is_empty() {
+            return Err(SeedError::new(entry, "no API key"));
+        }
+        for key in &identity.api_keys {
+            let owned_elsewhere = if exists {
+                kms.api_key_matches(key.id, identity.id, &key.secret) == Some(false)
+            } else {
+                kms.api_key_matches(key.id, identity.id, "").is_some()
+            };
+            if owned_elsewhere {
+                return Err(SeedError::new(
+                    entry,
+                    format!(
+                        "API key {} already exists with another secret or identity",
+                        hex::encode(key.id.as_bytes())
+                    ),
+                ));
+            }
+        }
+    }
+    for policy in &file.policies {
+        if policy_exists(kms, policy)? {
+            continue;
+        }
+        let entry = &policy.entry;
+        let kind = new_identities
+            .get(&policy.identity)
+            .copied()
+            .or_else(|| kms.identity_record(policy.identity).map(|r| r.kind));
+        match kind {
+            None => {
+                return Err(SeedError::new(
+                    entry,
+                    format!("refused: identity {} not found", policy.identity),
+                ));
+            }
+            Some(kind) if kind != IdentityKind::User => {
+                return Err(SeedError::new(
+                    entry,
+                    "refused: policies are for users; a service acts through authorizations",
+                ));
+            }
+            Some(_) => {}
+        }
+        let admin = policy.roles.contains(&Role::Administrator);
+        match policy.instance {
+            Some(instance) if !admin => {
+                if !instance_known(instance) {
+                    return Err(SeedError::new(
+                        entry,
+                        format!("refused: instance {instance} not found"),
+                    ));
+                }
+            }
+            None if admin && policy.roles.len() == 1 => {}
+            Some(_) | None => {
+                return Err(SeedError::new(
+                    entry,
+                    "refused: Administrator is server-wide and alone; other roles need an instance",
+                ));
+            }
+        }
+    }
+    for authorization in &file.authorizations {
+        if authorization_exists(kms, authorization)? {
+            continue;
+        }
+        if !instance_known(authorization.target) {
+            return Err(SeedError::new(
+                &authorization.entry,
+                format!("refused: instance {} not found", authorization.target),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Makes the stored state contain everything in `file` (see the module documentation).
-/// Call it before the server takes requests.
+/// Call it before the server takes requests, after [`check`].
 pub fn apply(kms: &Kms, file: &SeedFile) -> Result<SeedSummary, SeedError> {
     let admin = kms
         .bootstrap_admin_identity()
@@ -651,20 +787,7 @@ pub fn apply(kms: &Kms, file: &SeedFile) -> Result<SeedSummary, SeedError> {
 
 fn seed_instance(kms: &Kms, admin: &Identity, seed: &SeedInstance) -> Result<bool, SeedError> {
     let entry = &seed.entry;
-    if let Ok(existing) = kms.instance(seed.id) {
-        let record = &existing.record;
-        if record.name != seed.name {
-            return Err(conflict(entry, "name"));
-        }
-        if record.flavor != seed.flavor {
-            return Err(conflict(entry, "flavor"));
-        }
-        if seed.region.as_ref().is_some_and(|r| *r != record.region) {
-            return Err(conflict(entry, "region"));
-        }
-        if seed.account.as_ref().is_some_and(|a| *a != record.account) {
-            return Err(conflict(entry, "account"));
-        }
+    if instance_exists(kms, seed)? {
         return Ok(false);
     }
     let new = NewInstance {
@@ -679,7 +802,56 @@ fn seed_instance(kms: &Kms, admin: &Identity, seed: &SeedInstance) -> Result<boo
     Ok(true)
 }
 
+/// Whether the instance exists as the file describes it; an error when it exists otherwise.
+fn instance_exists(kms: &Kms, seed: &SeedInstance) -> Result<bool, SeedError> {
+    let entry = &seed.entry;
+    if let Ok(existing) = kms.instance(seed.id) {
+        let record = &existing.record;
+        if record.name != seed.name {
+            return Err(conflict(entry, "name"));
+        }
+        if record.flavor != seed.flavor {
+            return Err(conflict(entry, "flavor"));
+        }
+        if seed.region.as_ref().is_some_and(|r| *r != record.region) {
+            return Err(conflict(entry, "region"));
+        }
+        if seed.account.as_ref().is_some_and(|a| *a != record.account) {
+            return Err(conflict(entry, "account"));
+        }
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 fn seed_key(kms: &Kms, admin: &Identity, seed: &SeedKey) -> Result<bool, SeedError> {
+    let entry = &seed.entry;
+    if key_exists(kms, seed)? {
+        return Ok(false);
+    }
+    let new = NewKey {
+        instance: InstanceRef::Id(seed.instance),
+        name: seed.name.clone(),
+        description: seed.description.clone(),
+        kind: seed.kind,
+        expiration_time: seed.expiration_time,
+        aliases: seed.aliases.clone(),
+        material: match &seed.material {
+            Some(bytes) => Material::Plain(bytes.clone()),
+            None => Material::Generate(seed.size_bytes),
+        },
+    };
+    let ids = [
+        uuid_of(seed.id.as_bytes()),
+        uuid_of(seed.version.as_bytes()),
+    ];
+    with_ids(kms, entry, &ids, || kms.create_key(admin, new))?;
+    Ok(true)
+}
+
+/// Whether the key exists as the file describes it (material included); an error when it
+/// exists otherwise.
+fn key_exists(kms: &Kms, seed: &SeedKey) -> Result<bool, SeedError> {
     let entry = &seed.entry;
     if let Some(record) = kms.key_record(seed.id) {
         if record.instance != seed.instance {
@@ -725,26 +897,9 @@ fn seed_key(kms: &Kms, admin: &Identity, seed: &SeedKey) -> Result<bool, SeedErr
                 return Err(conflict(entry, "material"));
             }
         }
-        return Ok(false);
+        return Ok(true);
     }
-    let new = NewKey {
-        instance: InstanceRef::Id(seed.instance),
-        name: seed.name.clone(),
-        description: seed.description.clone(),
-        kind: seed.kind,
-        expiration_time: seed.expiration_time,
-        aliases: seed.aliases.clone(),
-        material: match &seed.material {
-            Some(bytes) => Material::Plain(bytes.clone()),
-            None => Material::Generate(seed.size_bytes),
-        },
-    };
-    let ids = [
-        uuid_of(seed.id.as_bytes()),
-        uuid_of(seed.version.as_bytes()),
-    ];
-    with_ids(kms, entry, &ids, || kms.create_key(admin, new))?;
-    Ok(true)
+    Ok(false)
 }
 
 fn uuid_of(bytes: &[u8; 16]) -> uuid::Uuid {
@@ -827,12 +982,19 @@ fn seed_identity(kms: &Kms, admin: &Identity, seed: &SeedIdentity) -> Result<boo
 
 fn seed_policy(kms: &Kms, admin: &Identity, seed: &SeedPolicy) -> Result<bool, SeedError> {
     let entry = &seed.entry;
-    let existing = kms
-        .list_access_policies(admin, None, None)
-        .map_err(|e| refused(entry, e))?
-        .into_iter()
-        .find(|p| p.id == seed.id);
-    if let Some(record) = existing {
+    if policy_exists(kms, seed)? {
+        return Ok(false);
+    }
+    with_ids(kms, entry, &[uuid_of(seed.id.as_bytes())], || {
+        kms.create_access_policy(admin, seed.identity, seed.instance, seed.roles.clone())
+    })?;
+    Ok(true)
+}
+
+/// Whether the policy exists as the file describes it; an error when it exists otherwise.
+fn policy_exists(kms: &Kms, seed: &SeedPolicy) -> Result<bool, SeedError> {
+    let entry = &seed.entry;
+    if let Some(record) = kms.policy_record(seed.id) {
         if record.identity != seed.identity {
             return Err(conflict(entry, "identity"));
         }
@@ -842,12 +1004,9 @@ fn seed_policy(kms: &Kms, admin: &Identity, seed: &SeedPolicy) -> Result<bool, S
         if record.roles != seed.roles {
             return Err(conflict(entry, "set of roles"));
         }
-        return Ok(false);
+        return Ok(true);
     }
-    with_ids(kms, entry, &[uuid_of(seed.id.as_bytes())], || {
-        kms.create_access_policy(admin, seed.identity, seed.instance, seed.roles.clone())
-    })?;
-    Ok(true)
+    Ok(false)
 }
 
 fn seed_authorization(
@@ -856,21 +1015,7 @@ fn seed_authorization(
     seed: &SeedAuthorization,
 ) -> Result<bool, SeedError> {
     let entry = &seed.entry;
-    let existing = kms
-        .list_authorizations(admin, None, None)
-        .map_err(|e| refused(entry, e))?
-        .into_iter()
-        .find(|a| a.id == seed.id);
-    if let Some(record) = existing {
-        if record.source != seed.source {
-            return Err(conflict(entry, "source"));
-        }
-        if record.source_instance != seed.source_instance {
-            return Err(conflict(entry, "source_instance"));
-        }
-        if record.target != seed.target {
-            return Err(conflict(entry, "target"));
-        }
+    if authorization_exists(kms, seed)? {
         return Ok(false);
     }
     with_ids(kms, entry, &[uuid_of(seed.id.as_bytes())], || {
@@ -882,6 +1027,25 @@ fn seed_authorization(
         )
     })?;
     Ok(true)
+}
+
+/// Whether the authorization exists as the file describes it; an error when it exists
+/// otherwise.
+fn authorization_exists(kms: &Kms, seed: &SeedAuthorization) -> Result<bool, SeedError> {
+    let entry = &seed.entry;
+    if let Some(record) = kms.authorization_record(seed.id) {
+        if record.source != seed.source {
+            return Err(conflict(entry, "source"));
+        }
+        if record.source_instance != seed.source_instance {
+            return Err(conflict(entry, "source_instance"));
+        }
+        if record.target != seed.target {
+            return Err(conflict(entry, "target"));
+        }
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 #[cfg(test)]

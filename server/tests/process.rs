@@ -373,3 +373,92 @@ async fn sigterm_shuts_down_gracefully_and_keeps_state() {
     assert_eq!(listed.instances.len(), 1);
     assert_eq!(listed.instances[0].id, created.id);
 }
+
+/// A seed file is all or nothing, and a bad one stops the start before listening: a file with
+/// a valid instance and a key naming an unknown instance makes the process exit with the
+/// entry named, without ever logging `kmsim listening`, without writing `admin-api-key`, and
+/// with nothing of the file stored (the next start without it lists no instance).
+#[tokio::test]
+async fn a_bad_seed_file_fails_before_listening_or_writing_anything() {
+    use pb::iam_service_client::IamServiceClient;
+
+    let dir = tempfile::tempdir().unwrap();
+    let master = dir.path().join("master.key");
+    std::fs::write(&master, "22".repeat(32)).unwrap();
+    let seed = dir.path().join("seed.yaml");
+    std::fs::write(
+        &seed,
+        "instances:\n\
+         \x20 - id: 3f1c2a9e-7b4d-4e21-9c5a-1d2e3f4a5b6c\n\
+         \x20   name: valid\n\
+         keys:\n\
+         \x20 - id: 8a2b4c6d-1e3f-4a5b-8c7d-9e0f1a2b3c4d\n\
+         \x20   instance: 00000000-0000-4000-8000-000000000001\n\
+         \x20   name: orphan\n\
+         \x20   kind: root\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let command = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kmsim"));
+        command
+            .args(["serve", "--master-key-file"])
+            .arg(&master)
+            .env("KMSIM_HSM_SO_PIN", "so-pin-for-tests")
+            .env("KMSIM_HSM_USER_PIN", "user-pin-for-tests");
+        command
+    };
+    let output = command()
+        .arg("--seed-file")
+        .arg(&seed)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("KMSIM_LOG", "info")
+        .output()
+        .expect("the kmsim binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("keys[0]"), "the entry is named: {stderr}");
+    assert!(stderr.contains("not found"), "{stderr}");
+    assert!(
+        !stderr.contains("kmsim listening"),
+        "it never listened: {stderr}"
+    );
+    assert!(
+        !data.join("admin-api-key").exists(),
+        "the admin's key file is not written"
+    );
+
+    // Nothing of the file was stored.
+    let mut server = start_command(command(), &data);
+    wait_for_log(&server, "created the bootstrap admin identity");
+    let api_key = std::fs::read_to_string(data.join("admin-api-key"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let channel = channel_retry(&server.endpoint).await;
+    let token = IamServiceClient::new(channel.clone())
+        .create_token(pb::CreateTokenRequest {
+            api_key,
+            expires_in_seconds: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let header: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+    let listed =
+        InstanceServiceClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", header.clone());
+            Ok(request)
+        })
+        .list_instances(pb::ListInstancesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.instances.is_empty(), "{:?}", listed.instances);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}

@@ -11,7 +11,6 @@
 //! stream is recorded once, when it opens).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -89,7 +88,7 @@ where
         let kms = Arc::clone(&self.kms);
         let note = AuditNote::default();
         request.extensions_mut().insert(note.clone());
-        let correlation_id = correlation_id(request.headers());
+        let correlation_id = correlation_id(&kms, request.headers());
         Box::pin(async move {
             // The trail fails closed: while events cannot be written, no call is served.
             if let Err(error) = kms.audit().accepting() {
@@ -150,10 +149,10 @@ fn refusal(error: crate::store::StoreError) -> http::Response<Body> {
     tonic::Status::from(crate::error::KmsError::Store(error)).into_http()
 }
 
-/// The client's correlation id, or a fresh one (`kmsim-<process>-<counter>`).
-fn correlation_id(headers: &http::HeaderMap) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    static PROCESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// The client's correlation id, or a fresh one from the server's random source
+/// (`kmsim-<prefix>-<counter>`, reproducible under `--deterministic`:
+/// [`crate::random::Randomness::correlation_id`]).
+fn correlation_id(kms: &Kms, headers: &http::HeaderMap) -> String {
     if let Some(value) = headers
         .get(CORRELATION_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -161,13 +160,7 @@ fn correlation_id(headers: &http::HeaderMap) -> String {
     {
         return value.to_owned();
     }
-    let process = PROCESS.get_or_init(|| {
-        let mut bytes = [0u8; 4];
-        // Without entropy the counter still makes ids unique within the process.
-        let _ = getrandom::fill(&mut bytes);
-        hex::encode(bytes)
-    });
-    format!("kmsim-{process}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+    kms.randomness().correlation_id()
 }
 
 /// The HTTP status Key Protect answers for a gRPC code, when the error carries none.

@@ -43,17 +43,7 @@ pub fn event_to_proto(event: &AuditRecord) -> pb::AuditEvent {
         grpc_code: event.grpc_code,
         reason: event.reason.clone(),
         http_status: i32::from(event.http_status),
-        initiator: Some(pb::AuditInitiator {
-            id: event
-                .initiator_id
-                .map(|id| id.to_string())
-                .unwrap_or_default(),
-            kind: match event.initiator_kind {
-                None => pb::AuditInitiatorKind::Unspecified,
-                Some(IdentityKind::User) => pb::AuditInitiatorKind::User,
-                Some(IdentityKind::Service) => pb::AuditInitiatorKind::Service,
-            } as i32,
-        }),
+        initiator: Some(initiator(event)),
         target_crn: event.target_crn.clone(),
         instance_id: event.instance.map(|id| id.to_string()).unwrap_or_default(),
         method: event.method.clone(),
@@ -63,6 +53,30 @@ pub fn event_to_proto(event: &AuditRecord) -> pb::AuditEvent {
         injected: event.injected,
         correlation_id: event.correlation_id.clone(),
         injected_latency_ms: event.injected_latency_ms,
+    }
+}
+
+/// Who made the call: its identity; none for an unauthenticated call; the service itself
+/// (named by the action's prefix) for what its clock did, the one kind of event without a
+/// gRPC method.
+fn initiator(event: &AuditRecord) -> pb::AuditInitiator {
+    match (event.initiator_id, event.initiator_kind) {
+        (None, _) if event.method.is_empty() => pb::AuditInitiator {
+            id: event
+                .action
+                .split_once('.')
+                .map(|(service, _)| service.to_owned())
+                .unwrap_or_default(),
+            kind: pb::AuditInitiatorKind::System as i32,
+        },
+        (id, kind) => pb::AuditInitiator {
+            id: id.map(|id| id.to_string()).unwrap_or_default(),
+            kind: match kind {
+                None => pb::AuditInitiatorKind::Unspecified,
+                Some(IdentityKind::User) => pb::AuditInitiatorKind::User,
+                Some(IdentityKind::Service) => pb::AuditInitiatorKind::Service,
+            } as i32,
+        },
     }
 }
 

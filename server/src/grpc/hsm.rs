@@ -21,12 +21,13 @@ use crate::kms::{Kms, WipeKind};
 #[derive(Debug, Clone)]
 pub struct HsmAdmin {
     kms: Arc<Kms>,
+    health: Arc<crate::grpc::health::Health>,
 }
 
 impl HsmAdmin {
     /// Serves `kms`.
-    pub fn new(kms: Arc<Kms>) -> Self {
-        Self { kms }
+    pub fn new(kms: Arc<Kms>, health: Arc<crate::grpc::health::Health>) -> Self {
+        Self { kms, health }
     }
 }
 
@@ -124,7 +125,9 @@ impl HsmService for HsmAdmin {
     ) -> Result<Response<pb::RunSelfTestsResponse>, Status> {
         crate::grpc::administrator(&self.kms, &request)?;
         let fail = fail_test(&request.get_ref().fail_test)?;
-        let after = blocking(&self.kms, move |kms| kms.run_self_tests(fail)).await?;
+        let after = blocking(&self.kms, move |kms| kms.run_self_tests(fail)).await;
+        self.health.refresh().await;
+        let after = after?;
         Ok(Response::new(pb::RunSelfTestsResponse {
             state: state(after.status.state) as i32,
             self_tests: self_tests(&after.status.self_tests),
@@ -136,7 +139,9 @@ impl HsmService for HsmAdmin {
         request: Request<pb::TamperRequest>,
     ) -> Result<Response<pb::TamperResponse>, Status> {
         crate::grpc::administrator(&self.kms, &request)?;
-        let destroyed = blocking(&self.kms, |kms| kms.wipe_hsm(WipeKind::Tamper)).await?;
+        let destroyed = blocking(&self.kms, |kms| kms.wipe_hsm(WipeKind::Tamper)).await;
+        self.health.refresh().await;
+        let destroyed = destroyed?;
         Ok(Response::new(pb::TamperResponse {
             keystores_destroyed: count(destroyed),
         }))
@@ -147,7 +152,9 @@ impl HsmService for HsmAdmin {
         request: Request<pb::ZeroizeRequest>,
     ) -> Result<Response<pb::ZeroizeResponse>, Status> {
         crate::grpc::administrator(&self.kms, &request)?;
-        let destroyed = blocking(&self.kms, |kms| kms.wipe_hsm(WipeKind::Zeroize)).await?;
+        let destroyed = blocking(&self.kms, |kms| kms.wipe_hsm(WipeKind::Zeroize)).await;
+        self.health.refresh().await;
+        let destroyed = destroyed?;
         Ok(Response::new(pb::ZeroizeResponse {
             keystores_destroyed: count(destroyed),
         }))

@@ -152,8 +152,19 @@ pub async fn ack_lifecycle_event(
     request: Request<pb::AckLifecycleEventRequest>,
 ) -> Result<Response<pb::AckLifecycleEventResponse>, Status> {
     let who = caller(&request)?;
+    let note = crate::grpc::audit_note(&request);
     let request = request.into_inner();
     let id: LifecycleEventId = parse("event_id", &request.event_id)?;
+    // The event names its key: the audit event carries the key's CRN and instance, and the
+    // instance flavour's prefix (`kms.` or `hs-crypto.`), acknowledged or refused alike.
+    if let (Some(note), Some(event)) = (note, kms.lifecycle_event(id)) {
+        if let Ok(crn) = event.key_crn.parse::<crate::kms::ids::Crn>() {
+            note.set_target(&crn);
+        }
+        if let Some(version) = event.new_key_version {
+            note.set_key_version(version);
+        }
+    }
     let state = key_state("adopter_key_state", request.adopter_key_state)?;
     let version: Option<KeyVersionId> = if request.key_version_id.is_empty() {
         None

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod events;
+pub mod health;
 pub mod hsm;
 pub mod iam;
 pub mod instances;

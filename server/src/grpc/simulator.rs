@@ -25,12 +25,13 @@ const MAX_ADVANCE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 #[derive(Debug, Clone)]
 pub struct Simulator {
     kms: Arc<Kms>,
+    health: Arc<crate::grpc::health::Health>,
 }
 
 impl Simulator {
     /// Serves `kms`.
-    pub fn new(kms: Arc<Kms>) -> Self {
-        Self { kms }
+    pub fn new(kms: Arc<Kms>, health: Arc<crate::grpc::health::Health>) -> Self {
+        Self { kms, health }
     }
 }
 
@@ -238,7 +239,9 @@ impl SimulatorService for Simulator {
         request: Request<pb::ResetRequest>,
     ) -> Result<Response<pb::ResetResponse>, Status> {
         crate::grpc::administrator(&self.kms, &request)?;
-        let summary = blocking(&self.kms, Kms::reset).await?;
+        let summary = blocking(&self.kms, Kms::reset).await;
+        self.health.refresh().await;
+        let summary = summary?;
         Ok(Response::new(pb::ResetResponse {
             instances_removed: i32::try_from(summary.instances).unwrap_or(i32::MAX),
             keys_removed: i32::try_from(summary.keys).unwrap_or(i32::MAX),
@@ -304,7 +307,9 @@ impl SimulatorService for Simulator {
         if blob.is_empty() {
             return Err(KmsError::field("snapshot", FieldProblem::Missing).into());
         }
-        let import = blocking(&self.kms, move |kms| kms.import_snapshot(&blob)).await?;
+        let import = blocking(&self.kms, move |kms| kms.import_snapshot(&blob)).await;
+        self.health.refresh().await;
+        let import = import?;
         Ok(Response::new(pb::ImportSnapshotResponse {
             instances: i32::try_from(import.instances).unwrap_or(i32::MAX),
             keys: i32::try_from(import.keys).unwrap_or(i32::MAX),

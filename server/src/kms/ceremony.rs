@@ -126,7 +126,7 @@ impl Kms {
         self.hsm.activate_master_key(signatures).map_err(ceremony)?;
         parts.clear();
         self.adopt_master_key(new_key)?;
-        self.renew_iam_signer()?;
+        self.ensure_iam_signer()?;
         Ok(self.hsm.status().current_master_key)
     }
 
@@ -171,6 +171,8 @@ impl Kms {
             return Err(error.into());
         }
         parts.clear();
+        // IAM's token-signing key is sealed outside the HSM's records: re-seal it too.
+        self.ensure_iam_signer()?;
         self.adopt_master_key(new_key)?;
         tracing::warn!(
             "HSM master-key rotation finished: every record is sealed under the new key"

@@ -56,7 +56,7 @@ impl Kms {
             tracing::info!("HSM self-tests passed");
             // Idempotent for the key already active.
             self.hsm.activate_dev_master_key(&self.master_key())?;
-            self.renew_iam_signer()?;
+            self.ensure_iam_signer()?;
             self.open_awaiting_keystores()?;
         } else {
             tracing::error!(
@@ -118,7 +118,7 @@ impl Kms {
         wiped?;
         activated?;
         if self.hsm.status().state == ModuleState::Operational {
-            self.renew_iam_signer()?;
+            self.ensure_iam_signer()?;
         }
         Ok(destroyed)
     }

@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
-use sim_hsm::p256::ecdsa::VerifyingKey;
-use sim_hsm::{Hsm, ObjectHandle};
+use sim_hsm::Hsm;
+use sim_hsm::p256::ecdsa::signature::Signer as _;
+use sim_hsm::p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use zeroize::Zeroizing;
 
 use crate::auth::{self, AuthFailure, Authenticator, Credentials, Identity, IdentityKind};
@@ -30,14 +31,19 @@ use crate::error::{FieldProblem, KmsError};
 use crate::kms::ids::{
     ApiKeyId, AuthorizationId, IdentityId, InstanceId, PolicyId, ResourceCrn, SourceService,
 };
-use crate::kms::keystore::{HsmCredentials, Keystore};
 use crate::kms::{Kms, decode, encode, lock, read, write};
-use crate::store::{Change, Store, Tree};
+use crate::random::Randomness;
+use crate::store::{Change, Store, StoreError, Tree};
 
-/// The label of the HSM token that holds the token-signing key.
-pub const IAM_TOKEN_LABEL: &str = "kmsim-iam";
-/// The label of the token-signing key pair inside it.
-const SIGNING_KEY_LABEL: &str = "iam-token-signing";
+/// The label of the HSM token that held the token-signing key before it moved out of the
+/// HSM's slots (a data directory from then has one; start-up frees its slot).
+const LEGACY_IAM_TOKEN_LABEL: &str = "kmsim-iam";
+/// The store key, in [`Tree::Simulator`], of the token-signing key sealed under the HSM's
+/// master key. Outside the HSM's slots, so a reset, tamper response or zeroization (which
+/// wipe every slot) keeps it: IAM is a service of its own, and nobody is signed out.
+const SIGNING_RECORD: &[u8] = b"iam-signing-key";
+/// The sealing context of [`SIGNING_RECORD`] (an export of another kind never opens as it).
+const SIGNING_CONTEXT: &[u8] = b"kmsim-iam-signing-key";
 /// Prefix of every API key secret.
 const API_KEY_PREFIX: &str = "kmsim-ak";
 /// Lifetime of a token when the request leaves it out.
@@ -314,10 +320,11 @@ pub(crate) struct IamState {
     authorizations: RwLock<HashMap<AuthorizationId, AuthorizationRecord>>,
     /// Serialises IAM mutations.
     mutation: Mutex<()>,
-    /// The IAM token of the HSM and the signing key in it; replaced after an HSM wipe.
-    /// `None` while the HSM has not passed its self-tests since start-up (then only the
-    /// development token authenticates, and no token can be issued).
-    signer: RwLock<Option<(Keystore, ObjectHandle)>>,
+    /// The token-signing key, unsealed from [`SIGNING_RECORD`] (zeroized when dropped). It
+    /// survives HSM wipes. `None` while the HSM has not passed its self-tests since start-up
+    /// (nothing can unseal it then: only the development token authenticates, and no token
+    /// can be issued).
+    signer: RwLock<Option<SigningKey>>,
     pub(crate) authenticator: Authenticator,
 }
 
@@ -437,22 +444,24 @@ pub fn is_valid_api_key_secret(secret: &str) -> bool {
 }
 
 impl IamState {
-    /// Opens (or creates) the IAM token in the HSM with its signing key and loads the records.
+    /// Loads the records and unseals the token-signing key (created and sealed on first
+    /// start). A token left in the HSM by an older kmsim's IAM is zeroized, freeing its slot.
     pub(crate) fn open(
         hsm: &Hsm,
         store: &dyn Store,
-        credentials: &HsmCredentials,
+        random: &Randomness,
         dev_token: bool,
     ) -> Result<Self, KmsError> {
         let (signer, verifying) = if hsm.status().state == sim_hsm::ModuleState::Operational {
-            let keystore = Keystore::open_or_create_labelled(hsm, IAM_TOKEN_LABEL, credentials)?;
-            let (signing_key, public) = keystore.signing_key(SIGNING_KEY_LABEL)?;
-            let verifying = VerifyingKey::from_sec1_bytes(&public)
-                .map_err(|_| KmsError::Hsm(sim_hsm::HsmError::KeyTypeInconsistent))?;
-            (Some((keystore, signing_key)), verifying)
+            if let Some(slot) = hsm.find_slot_by_label(LEGACY_IAM_TOKEN_LABEL) {
+                hsm.zeroize_token(slot)?;
+            }
+            let key = load_or_create_signer(hsm, store, random)?;
+            let verifying = *key.verifying_key();
+            (Some(key), verifying)
         } else {
             // The HSM failed its self-tests at start-up: no bearer token verifies until it
-            // recovers (`renew_iam_signer` installs the real key); the development token works.
+            // recovers (`ensure_iam_signer` unseals the real key); the development token works.
             (None, unusable_verifying_key()?)
         };
         Ok(Self {
@@ -476,28 +485,22 @@ impl IamState {
         })
     }
 
-    /// Reloads every IAM record from `store` and re-opens the IAM token's signing key, through
+    /// Reloads every IAM record from `store` and the token-signing key it holds, through
     /// [`IamState::open`] (after the store's contents were replaced: a snapshot import).
     pub(crate) fn reload(
         &self,
         hsm: &Hsm,
         store: &dyn Store,
-        credentials: &HsmCredentials,
+        random: &Randomness,
     ) -> Result<(), KmsError> {
-        if let Some((keystore, _)) = read(&self.signer).as_ref() {
-            keystore.clone().close();
-        }
-        let fresh = Self::open(hsm, store, credentials, false)?;
-        let (keystore, handle) =
-            take(fresh.signer).ok_or(KmsError::Hsm(sim_hsm::HsmError::FipsSelfTestFailed))?;
-        let (_, public) = keystore.signing_key(SIGNING_KEY_LABEL)?;
-        let verifying = VerifyingKey::from_sec1_bytes(&public)
-            .map_err(|_| KmsError::Hsm(sim_hsm::HsmError::KeyTypeInconsistent))?;
+        let fresh = Self::open(hsm, store, random, false)?;
+        let key = take(fresh.signer).ok_or(KmsError::Hsm(sim_hsm::HsmError::FipsSelfTestFailed))?;
+        let verifying = *key.verifying_key();
         *write(&self.identities) = take(fresh.identities);
         *write(&self.api_keys) = take(fresh.api_keys);
         *write(&self.policies) = take(fresh.policies);
         *write(&self.authorizations) = take(fresh.authorizations);
-        *write(&self.signer) = Some((keystore, handle));
+        *write(&self.signer) = Some(key);
         self.authenticator.rekey(verifying);
         Ok(())
     }
@@ -543,6 +546,43 @@ fn unusable_verifying_key() -> Result<VerifyingKey, KmsError> {
     Ok(*key.verifying_key())
 }
 
+/// The token-signing key sealed in `store` ([`SIGNING_RECORD`]), or a new one (from `random`,
+/// so `--deterministic` makes it predictable) sealed there. The HSM must be operational.
+fn load_or_create_signer(
+    hsm: &Hsm,
+    store: &dyn Store,
+    random: &Randomness,
+) -> Result<SigningKey, KmsError> {
+    if let Some(sealed) = store.get(Tree::Simulator, SIGNING_RECORD)? {
+        let plain = hsm.open_export(SIGNING_CONTEXT, &sealed)?;
+        return SigningKey::from_slice(&plain).map_err(|_| {
+            KmsError::Store(StoreError::corrupt(
+                Tree::Simulator,
+                "the sealed IAM token-signing key is not a P-256 scalar",
+            ))
+        });
+    }
+    let key = loop {
+        // A 32-byte string is a valid scalar but with probability ~2^-128.
+        let mut scalar = Zeroizing::new([0u8; 32]);
+        random.fill(&mut scalar[..]);
+        if let Ok(key) = SigningKey::from_slice(&scalar[..]) {
+            break key;
+        }
+    };
+    seal_signer(hsm, store, &key)?;
+    Ok(key)
+}
+
+/// Seals `key` under the HSM's current master key into [`SIGNING_RECORD`].
+fn seal_signer(hsm: &Hsm, store: &dyn Store, key: &SigningKey) -> Result<(), KmsError> {
+    let mut scalar = Zeroizing::new([0u8; 32]);
+    scalar.copy_from_slice(&key.to_bytes());
+    let sealed = hsm.seal_export(SIGNING_CONTEXT, &scalar[..])?;
+    store.put(Tree::Simulator, SIGNING_RECORD, sealed)?;
+    Ok(())
+}
+
 /// The value of a lock that is being dropped (recovering from poisoning, see `kms::lock`).
 fn take<T>(lock: RwLock<T>) -> T {
     lock.into_inner()
@@ -573,28 +613,31 @@ impl Kms {
             .map_err(KmsError::Unauthenticated)
     }
 
-    /// After an HSM wipe (tamper, zeroize, reset) and the master key's re-activation: when the
-    /// IAM token is gone, closes its stale session and creates a new token and signing key.
-    /// Tokens signed before the wipe stop verifying; API keys (stored outside the HSM) still
-    /// exchange for new tokens. Does nothing while the HSM still holds the IAM token.
-    pub(crate) fn renew_iam_signer(&self) -> Result<(), KmsError> {
+    /// Once the HSM is operational with its master key (after self-tests pass, a wipe, a
+    /// reset or a master-key change): unseals the token-signing key if it is not loaded yet
+    /// (the HSM failed its start-up self-tests), and re-seals it when the master key it is
+    /// sealed under is no longer the HSM's current one. HSM wipes never touch it: tokens
+    /// issued before a reset, tamper response or zeroization keep verifying.
+    pub(crate) fn ensure_iam_signer(&self) -> Result<(), KmsError> {
         let mut signer = write(&self.iam.signer);
-        if signer.is_some() && self.hsm.find_slot_by_label(IAM_TOKEN_LABEL).is_some() {
-            return Ok(());
+        match signer.as_ref() {
+            Some(key) => {
+                let stored = self.store.get(Tree::Simulator, SIGNING_RECORD)?;
+                let sealed_under = stored
+                    .as_deref()
+                    .and_then(sim_hsm::export::sealed_export_fingerprint);
+                if sealed_under.is_none()
+                    || sealed_under != self.hsm.master_key_verification_pattern()
+                {
+                    seal_signer(&self.hsm, self.store.as_ref(), key)?;
+                }
+            }
+            None => {
+                let key = load_or_create_signer(&self.hsm, self.store.as_ref(), &self.random)?;
+                self.iam.authenticator.rekey(*key.verifying_key());
+                *signer = Some(key);
+            }
         }
-        if let Some((keystore, _)) = signer.as_ref() {
-            keystore.clone().close();
-        }
-        let keystore =
-            Keystore::open_or_create_labelled(&self.hsm, IAM_TOKEN_LABEL, &self.credentials)?;
-        let (handle, public) = keystore.signing_key(SIGNING_KEY_LABEL)?;
-        let verifying = VerifyingKey::from_sec1_bytes(&public)
-            .map_err(|_| KmsError::Hsm(sim_hsm::HsmError::KeyTypeInconsistent))?;
-        *signer = Some((keystore, handle));
-        self.iam.authenticator.rekey(verifying);
-        tracing::warn!(
-            "HSM wiped: IAM has a new token-signing key; earlier tokens no longer verify"
-        );
         Ok(())
     }
 
@@ -901,15 +944,15 @@ impl Kms {
             jti: self.new_id(),
         };
         let input = auth::token::signing_input(&claims);
-        let signature = {
+        let signature: Signature = {
             let signer = read(&self.iam.signer);
-            let (keystore, handle) = signer
+            let key = signer
                 .as_ref()
                 .ok_or(KmsError::Hsm(sim_hsm::HsmError::FipsSelfTestFailed))?;
-            keystore.sign_es256(*handle, input.as_bytes())?
+            key.sign(input.as_bytes())
         };
         Ok(IssuedToken {
-            token: Zeroizing::new(auth::token::assemble(&input, &signature)),
+            token: Zeroizing::new(auth::token::assemble(&input, &signature.to_bytes())),
             expires: claims.expiration(),
             identity,
         })
@@ -1065,6 +1108,16 @@ impl Kms {
             record.identity == identity
                 && hash_secret(&salt, secret).verify_slice(&expected).is_ok(),
         )
+    }
+
+    /// An access policy's record (start-up seeding compares it with the file's).
+    pub(crate) fn policy_record(&self, id: PolicyId) -> Option<PolicyRecord> {
+        read(&self.iam.policies).by_id.get(&id).cloned()
+    }
+
+    /// An authorization's record (start-up seeding compares it with the file's).
+    pub(crate) fn authorization_record(&self, id: AuthorizationId) -> Option<AuthorizationRecord> {
+        read(&self.iam.authorizations).get(&id).cloned()
     }
 
     /// An identity's record.

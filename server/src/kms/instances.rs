@@ -33,6 +33,10 @@ impl Kms {
         new: NewInstance,
     ) -> Result<InstanceRecord, KmsError> {
         self.authorize(who, None, Permission::CreateInstance)?;
+        // An HSM in its error state (failed self-tests) offers no slot: say why.
+        if self.hsm.status().state != sim_hsm::ModuleState::Operational {
+            return Err(KmsError::Hsm(sim_hsm::HsmError::FipsSelfTestFailed));
+        }
         let _admin = lock(&self.instance_admin);
         let record = InstanceRecord {
             id: InstanceId::from_uuid(self.new_id()),

@@ -96,19 +96,6 @@ impl Keystore {
         Self::create_labelled(hsm, &token_label(instance), creds)
     }
 
-    /// Opens the token labelled `label`, creating it on the empty slot first if it does not
-    /// exist yet.
-    pub fn open_or_create_labelled(
-        hsm: &Hsm,
-        label: &str,
-        creds: &HsmCredentials,
-    ) -> Result<Self, KmsError> {
-        match hsm.find_slot_by_label(label) {
-            Some(slot) => Self::open_slot(hsm, slot, creds),
-            None => Self::create_labelled(hsm, label, creds),
-        }
-    }
-
     fn create_labelled(hsm: &Hsm, label: &str, creds: &HsmCredentials) -> Result<Self, KmsError> {
         let slot = empty_slot(hsm)?;
         hsm.init_token(slot, &creds.so_pin, label)?;
@@ -348,39 +335,6 @@ impl Keystore {
             let _ = self.destroy(material);
         }
         checked
-    }
-
-    /// The P-256 signing key pair labelled `label`, generated on first use: the private key's
-    /// handle (it never leaves the HSM) and the public key as an uncompressed SEC1 point.
-    pub fn signing_key(&self, label: &str) -> Result<(ObjectHandle, Vec<u8>), KmsError> {
-        let find = |class| {
-            self.session.find_objects(&sim_hsm::AttributeQuery {
-                class: Some(class),
-                label: Some(label.to_owned()),
-                ..sim_hsm::AttributeQuery::default()
-            })
-        };
-        let private = find(sim_hsm::ObjectClass::PrivateKey)?;
-        let public = find(sim_hsm::ObjectClass::PublicKey)?;
-        if let (Some(private), Some(public)) = (private.first(), public.first()) {
-            return Ok((*private, self.session.public_key_sec1(*public)?));
-        }
-        let mut public = KeyTemplate::ec_public();
-        public.label = label.to_owned();
-        public.token = true;
-        let mut private = KeyTemplate::ec_private();
-        private.label = label.to_owned();
-        private.token = true;
-        private.private = true;
-        private.derive = false;
-        private.sign = true;
-        let (public, private) = self.session.generate_key_pair(&public, &private)?;
-        Ok((private, self.session.public_key_sec1(public)?))
-    }
-
-    /// Signs `data` with ECDSA P-256 over SHA-256 inside the HSM; returns `r || s` (64 bytes).
-    pub fn sign_es256(&self, handle: ObjectHandle, data: &[u8]) -> Result<Vec<u8>, KmsError> {
-        Ok(self.session.sign(handle, &Mechanism::EcdsaSha256, data)?)
     }
 
     /// The material length in bytes of an object.

@@ -5,6 +5,7 @@
 
 mod ceremony;
 pub mod ciphertext;
+mod clock_audit;
 mod hsm_admin;
 pub mod iam;
 pub mod ids;
@@ -192,8 +193,9 @@ impl Kms {
     /// master key must be active: `master_key`). An instance whose token the HSM no longer
     /// holds (wiped by a zeroization or tamper response) loads with its keystore destroyed.
     /// A simulated clock is moved forward to the time a previous run stored, if later. Also
-    /// opens IAM and its token-signing key (created on first start); `dev_token` accepts
-    /// [`crate::auth::DEV_TOKEN`] as the bootstrap admin.
+    /// opens IAM and its token-signing key (created on first start, from `random`);
+    /// `dev_token` accepts [`crate::auth::DEV_TOKEN`] as the bootstrap admin.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         hsm: Arc<Hsm>,
         master_key: Arc<DevMasterKey>,
@@ -202,9 +204,9 @@ impl Kms {
         credentials: HsmCredentials,
         defaults: Defaults,
         dev_token: bool,
+        random: crate::random::Randomness,
     ) -> Result<Self, KmsError> {
-        let iam = iam::IamState::open(&hsm, store.as_ref(), &credentials, dev_token)?;
-        let random = crate::random::Randomness::default();
+        let iam = iam::IamState::open(&hsm, store.as_ref(), &random, dev_token)?;
         let audit = crate::audit::AuditTrail::open(Arc::clone(&store), Arc::clone(&clock))?;
         let kms = Self {
             audit,
@@ -468,13 +470,17 @@ impl Kms {
             Lifecycle::Purged => {
                 let instance = self.instance(record.instance)?;
                 self.shred(&instance, &record)?;
+                self.audit_timer("secrets.purge", &record, state::KeyState::Destroyed);
                 Ok(true)
             }
             Lifecycle::Live(state) if state != record.state => {
                 let mut next = (*record).clone();
                 next.state = state;
                 next.update_time = now;
-                self.commit_key(&entry, next)?;
+                let written = self.commit_key(&entry, next)?;
+                if state == state::KeyState::Deactivated {
+                    self.audit_timer("secrets.expire", &written, state);
+                }
                 Ok(true)
             }
             Lifecycle::Live(_) => {

@@ -650,6 +650,9 @@ impl Kms {
             let mut next = (*record).clone();
             next.policies.deletion_authorization = None;
             record = self.commit_key(entry, next)?;
+            if let Lifecycle::Live(state) = record.state_at(now) {
+                self.audit_timer("secrets.unsetkeyfordeletion", &record, state);
+            }
             changed = true;
         }
         let due = record.next_rotation_time().is_some_and(|t| t <= now);
@@ -658,6 +661,7 @@ impl Kms {
             match self.rotate_locked(&instance, entry, &record, KeyState::Active, now, None) {
                 Ok(rotated) => {
                     tracing::info!(key = %record.id, "rotated automatically by its rotation policy");
+                    self.audit_timer("secrets.rotate", &rotated, KeyState::Active);
                     record = rotated;
                     changed = true;
                 }

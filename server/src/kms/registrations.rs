@@ -446,6 +446,14 @@ impl Kms {
             .collect();
         for resource in &due {
             self.remove_registration(key, resource)?;
+            // Its retention ended: recorded as the registration's deletion.
+            if let Some(record) = entry.as_ref().map(|e| e.snapshot()) {
+                let state = match record.state_at(now) {
+                    Lifecycle::Live(state) => state,
+                    Lifecycle::Purged => KeyState::Destroyed,
+                };
+                self.audit_timer("registrations.delete", &record, state);
+            }
         }
         Ok(!due.is_empty())
     }

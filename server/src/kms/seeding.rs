@@ -1,5 +1,6 @@
 //! Read-only helpers for start-up seeding (`crate::seed`): a key's record by id across all
-//! instances, and whether stored material equals material a seed file gives.
+//! instances, an alias's owner, whether an instance can take new keys, and whether stored
+//! material equals material a seed file gives.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use zeroize::Zeroizing;
 
 use crate::error::KmsError;
 use crate::kms::Kms;
-use crate::kms::ids::{InstanceId, KeyId};
+use crate::kms::ids::{Alias, InstanceId, KeyId};
 use crate::kms::keystore::MaterialUse;
 use crate::kms::records::KeyRecord;
 
@@ -19,6 +20,17 @@ impl Kms {
     /// The record of key `id`, in whatever instance it is (ids are unique server-wide).
     pub(crate) fn key_record(&self, id: KeyId) -> Option<Arc<KeyRecord>> {
         self.keys.get(&id).map(|entry| entry.snapshot())
+    }
+
+    /// The key that holds `alias` in `instance`, if any.
+    pub(crate) fn alias_owner(&self, instance: InstanceId, alias: &Alias) -> Option<KeyId> {
+        let instance = self.instance(instance).ok()?;
+        crate::kms::read(&instance.aliases).get(alias).copied()
+    }
+
+    /// Whether `instance` exists and can take new keys (its keystore is intact).
+    pub(crate) fn seed_target_ready(&self, instance: InstanceId) -> Result<(), KmsError> {
+        self.instance(instance)?.keystore().map(|_| ())
     }
 
     /// Whether the material behind `handle` in `instance`'s keystore equals `material`. A

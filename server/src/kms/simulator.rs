@@ -154,7 +154,7 @@ impl Kms {
         self.hsm.reset();
         self.hsm.zeroize()?;
         self.hsm.activate_dev_master_key(&self.master_key())?;
-        self.renew_iam_signer()?;
+        self.ensure_iam_signer()?;
         self.faults.clear(None);
         // The trail goes too; sequence numbers continue (see `audit::trail`).
         self.audit.wipe()?;

@@ -184,7 +184,7 @@ impl Kms {
         self.faults.clear(None);
         self.hsm.reload_from_store()?;
         self.iam
-            .reload(&self.hsm, self.store.as_ref(), &self.credentials)?;
+            .reload(&self.hsm, self.store.as_ref(), &self.random)?;
         self.reload()?;
         tracing::info!("imported a snapshot: the whole state was replaced");
         Ok(SnapshotImport {

@@ -175,3 +175,96 @@ async fn a_self_test_failure_at_start_up_serves_not_serving_until_run_self_tests
     wrap(&server, &other.crn).await.unwrap();
     server.stop().await;
 }
+
+/// Power-on self-tests failing on a fresh data directory: creating an instance names the
+/// HSM's error state (`UNAVAILABLE` / `HSM_SELF_TEST_FAILED_ERR`), not an internal slot error,
+/// and works once a `RunSelfTests` passes.
+#[tokio::test]
+async fn creating_an_instance_while_power_on_self_tests_failed_names_the_self_test_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = random_credentials();
+    let clock = Arc::new(SimulatedClock::new(Timestamp::from_millis(
+        1_767_225_600_000,
+    )));
+    let mut config = persistent_config(dir.path(), [4u8; 32], &credentials, clock.clone());
+    config.hsm.fail_self_test = Some(sim_hsm::selftest::AES_GCM_ENC.to_owned());
+    let server = TestServer::start_with(config, clock.clone()).await;
+    let mut instances = server.instances();
+    let request = pb::CreateInstanceRequest {
+        name: "while failed".into(),
+        ..Default::default()
+    };
+    assert_error(
+        instances.create_instance(request.clone()).await,
+        Code::Unavailable,
+        "HSM_SELF_TEST_FAILED_ERR",
+    );
+    server
+        .hsm()
+        .run_self_tests(pb::RunSelfTestsRequest::default())
+        .await
+        .unwrap();
+    instances.create_instance(request).await.unwrap();
+    server.stop().await;
+}
+
+/// The health of every service, checked once, with no waiting.
+async fn health_now(server: &TestServer) -> Vec<i32> {
+    let mut health = HealthClient::new(server.channel());
+    let mut statuses = Vec::new();
+    for service in SERVICES {
+        statuses.push(
+            health
+                .check(HealthCheckRequest {
+                    service: service.to_owned(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status,
+        );
+    }
+    statuses
+}
+
+/// Health changes in the same call as the HSM: as soon as a failing `RunSelfTests` returns,
+/// every service is NOT_SERVING; as soon as a passing one (or a `Tamper`, `Zeroize` or
+/// `Reset`, which leave the HSM operational) returns, every service is SERVING.
+#[tokio::test]
+async fn health_changes_in_the_same_call_as_the_hsm() {
+    let server = TestServer::start().await;
+    let serving = vec![ServingStatus::Serving as i32; SERVICES.len()];
+    let not_serving = vec![ServingStatus::NotServing as i32; SERVICES.len()];
+    assert_eq!(health_now(&server).await, serving);
+    for _ in 0..3 {
+        server
+            .hsm()
+            .run_self_tests(pb::RunSelfTestsRequest {
+                fail_test: "AES-GCM-ENC".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(health_now(&server).await, not_serving);
+        server
+            .hsm()
+            .run_self_tests(pb::RunSelfTestsRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(health_now(&server).await, serving);
+    }
+    server
+        .hsm()
+        .run_self_tests(pb::RunSelfTestsRequest {
+            fail_test: "AES-GCM-ENC".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(health_now(&server).await, not_serving);
+    // A reset re-runs the self-tests (its injected failure cleared): SERVING at once.
+    server.simulator().reset(pb::ResetRequest {}).await.unwrap();
+    assert_eq!(health_now(&server).await, serving);
+    server.hsm().tamper(pb::TamperRequest {}).await.unwrap();
+    assert_eq!(health_now(&server).await, serving);
+    server.hsm().zeroize(pb::ZeroizeRequest {}).await.unwrap();
+    assert_eq!(health_now(&server).await, serving);
+}

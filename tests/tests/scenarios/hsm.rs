@@ -90,14 +90,9 @@ async fn status_reports_state_self_tests_master_key_and_slots() {
         report.new_master_key.unwrap().state,
         pb::MasterKeyRegisterState::Empty as i32
     );
-    // The instance's keystore and the IAM token (its token-signing key).
-    assert_eq!(report.initialized_tokens, 2);
-    assert!(
-        report
-            .slots
-            .iter()
-            .any(|s| s.initialized && s.label == "kmsim-iam")
-    );
+    // The instance's keystore only: IAM's token-signing key lives outside the HSM's slots.
+    assert_eq!(report.initialized_tokens, 1);
+    assert!(!report.slots.iter().any(|s| s.label == "kmsim-iam"));
     let label = instance.replace('-', "");
     assert!(
         report
@@ -290,14 +285,8 @@ async fn tamper_destroys_every_keys_material_and_keeps_metadata() {
     let report = status(&server).await;
     assert_eq!(report.tamper_events, 1);
     assert_eq!(report.last_failure.unwrap().test, "TAMPER");
-    // Only IAM's new token (with a new signing key) is initialised again.
-    assert_eq!(report.initialized_tokens, 1);
-    assert!(
-        report
-            .slots
-            .iter()
-            .any(|s| s.initialized && s.label == "kmsim-iam")
-    );
+    // Every slot is wiped (IAM's token-signing key is not in one).
+    assert_eq!(report.initialized_tokens, 0);
     assert_eq!(report.state, pb::HsmState::Operational as i32);
     assert_new_keys_work(&server).await;
     // A shredded instance can still be deleted.

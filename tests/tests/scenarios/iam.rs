@@ -1153,10 +1153,11 @@ async fn identities_are_recorded_and_instances_are_isolated() {
     );
 }
 
-/// An HSM wipe destroys IAM's token-signing key: tokens signed before it stop working, and
-/// API keys (stored outside the HSM) exchange for new tokens that work.
+/// IAM is a service of its own: its token-signing key lives outside the HSM's slots, so
+/// tokens issued before a zeroization, a tamper response or a reset keep working (an
+/// administrator's and a role-less user's alike), and API keys still exchange for tokens.
 #[tokio::test]
-async fn tokens_signed_before_an_hsm_wipe_stop_verifying() {
+async fn tokens_issued_before_an_hsm_wipe_or_a_reset_keep_working() {
     let server = TestServer::start().await;
     let mut iam = server.iam();
     let created = iam
@@ -1168,38 +1169,68 @@ async fn tokens_signed_before_an_hsm_wipe_stop_verifying() {
         .await
         .unwrap()
         .into_inner();
-    let api_key = created.secret.clone();
-    let token = iam
-        .create_token(pb::CreateTokenRequest {
-            api_key: api_key.clone(),
+    let plain_user = server.token(&created.secret).await;
+    let admin = iam
+        .create_api_key(pb::CreateApiKeyRequest {
+            kind: pb::IdentityKind::User as i32,
+            name: "administrator".into(),
             ..Default::default()
         })
         .await
         .unwrap()
-        .into_inner()
-        .access_token;
-    // Valid before the wipe (the identity has no role: a permission refusal, not an
-    // authentication one).
-    let before = server
-        .instances_as(Some(&token))
-        .list_instances(pb::ListInstancesRequest::default())
-        .await;
-    assert_eq!(before.unwrap_err().code(), Code::PermissionDenied);
+        .into_inner();
+    iam.create_access_policy(pb::CreateAccessPolicyRequest {
+        identity_id: admin.api_key.unwrap().identity.unwrap().id,
+        instance: String::new(),
+        roles: vec![pb::Role::Administrator as i32],
+    })
+    .await
+    .unwrap();
+    let admin_token = server.token(&admin.secret).await;
+    let instance = server.instance().await;
+
+    let check = |stage: &'static str| {
+        let plain_user = plain_user.clone();
+        let admin_token = admin_token.clone();
+        let server = &server;
+        async move {
+            // The role-less user is refused for permission, not authentication.
+            let refused = server
+                .instances_as(Some(&plain_user))
+                .list_instances(pb::ListInstancesRequest::default())
+                .await
+                .unwrap_err();
+            assert_eq!(
+                refused.code(),
+                Code::PermissionDenied,
+                "{stage}: {refused:?}"
+            );
+            server
+                .instances_as(Some(&admin_token))
+                .list_instances(pb::ListInstancesRequest::default())
+                .await
+                .unwrap_or_else(|e| panic!("{stage}: the admin's token is refused: {e:?}"));
+        }
+    };
+    check("before").await;
     server.hsm().zeroize(pb::ZeroizeRequest {}).await.unwrap();
-    let after = server
-        .instances_as(Some(&token))
-        .list_instances(pb::ListInstancesRequest::default())
-        .await;
-    assert_eq!(after.unwrap_err().code(), Code::Unauthenticated);
-    let renewed = iam
-        .create_token(pb::CreateTokenRequest {
-            api_key,
+    check("after Zeroize").await;
+    server.hsm().tamper(pb::TamperRequest {}).await.unwrap();
+    check("after Tamper").await;
+    server.simulator().reset(pb::ResetRequest {}).await.unwrap();
+    check("after Reset").await;
+    // The admin's token administers the reset server; API keys still exchange for tokens.
+    let fresh = server
+        .instances_as(Some(&admin_token))
+        .create_instance(pb::CreateInstanceRequest {
+            name: "after reset".into(),
             ..Default::default()
         })
         .await
         .unwrap()
-        .into_inner()
-        .access_token;
+        .into_inner();
+    assert_ne!(fresh.instance.unwrap().id, instance);
+    let renewed = server.token(&created.secret).await;
     let again = server
         .instances_as(Some(&renewed))
         .list_instances(pb::ListInstancesRequest::default())

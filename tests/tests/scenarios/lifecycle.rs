@@ -511,3 +511,58 @@ async fn reset_wipes_registrations_and_lifecycle_events() {
             .is_none()
     );
 }
+
+/// The adopter's acknowledgement of an HPCS key's event is audited as the instance's:
+/// `hs-crypto.secrets-event.ack` with the instance id and the key's CRN, so the instance's
+/// Manager sees it in the instance's trail (a refused, second acknowledgement too).
+#[tokio::test]
+async fn an_hpcs_keys_acknowledgement_is_audited_with_its_instance() {
+    let server = TestServer::start().await;
+    let instance = server.instance_of(pb::InstanceFlavor::Hpcs).await;
+    let root = server.root_key(&instance).await;
+    authorize(&server, &instance).await;
+    let pg1 = service(&server, PG_1).await;
+    register(&server, &pg1, &root.crn, PG_1, false)
+        .await
+        .unwrap();
+    let mut stream = watch(&server, &pg1, PG_1, 0).await;
+    let rotated = rotate(&server, &root.crn).await;
+    let version = rotated.current_version.unwrap().id;
+    let event = next(&mut stream).await;
+    ack(&server, &pg1, &event, pb::KeyState::Active, &version)
+        .await
+        .unwrap();
+    assert_error(
+        ack(&server, &pg1, &event, pb::KeyState::Active, &version).await,
+        Code::FailedPrecondition,
+        "LIFECYCLE_EVENT_SETTLED_ERR",
+    );
+    server.kms.audit().sync().await;
+    let trail = server
+        .events()
+        .list_audit_events(pb::ListAuditEventsRequest {
+            filter: Some(pb::AuditEventFilter {
+                instance_id: instance.clone(),
+                ..Default::default()
+            }),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let acks: Vec<_> = trail
+        .iter()
+        .filter(|e| e.action.ends_with("secrets-event.ack"))
+        .collect();
+    assert_eq!(acks.len(), 2, "{trail:#?}");
+    for ack in &acks {
+        assert_eq!(ack.action, "hs-crypto.secrets-event.ack");
+        assert_eq!(ack.instance_id, instance);
+        assert_eq!(ack.target_crn, root.crn);
+        assert_eq!(ack.key_version_id, version);
+    }
+    assert_eq!(acks[0].outcome, pb::AuditOutcome::Success as i32);
+    assert_eq!(acks[1].outcome, pb::AuditOutcome::Failure as i32);
+}

@@ -4,6 +4,7 @@
 mod aliases_and_listing;
 mod audit;
 mod ceremony;
+mod clock_audit;
 mod clock_expiry;
 mod degraded_start;
 mod deletion;

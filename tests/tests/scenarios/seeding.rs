@@ -208,6 +208,25 @@ async fn script(server: &TestServer) -> Vec<Vec<u8>> {
         .into_inner();
     assert_eq!(listed.keys.len(), 2);
     out.push(listed.encode_to_vec());
+    // The audit trail too, correlation ids the server minted included.
+    server.kms.audit().sync().await;
+    let trail = server
+        .events()
+        .list_audit_events(pb::ListAuditEventsRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(trail.events.len() >= 12, "{}", trail.events.len());
+    assert!(
+        trail
+            .events
+            .iter()
+            .all(|e| e.correlation_id.starts_with("kmsim-"))
+    );
+    out.push(trail.encode_to_vec());
     out
 }
 
