@@ -12,7 +12,9 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into files or pipes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -50,9 +52,15 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
              Anyone who can read it can read every key. Never use --dev outside tests."
         );
     }
+    let address = args.listen_address()?;
+    if let Some(warning) = args.check_exposure(address)? {
+        tracing::warn!("{warning}");
+    }
     let config = args.to_config()?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    tracing::info!(address = %listener.local_addr()?, data_dir = %args.data_dir.display(), "kmsim listening");
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| format!("cannot listen on {address}: {error}"))?;
+    tracing::info!(%address, data_dir = %args.data_dir.display(), "bound; opening the store");
     // On a signal, stop accepting and drain in-flight calls; clients that keep idle
     // connections open get GRACE_PERIOD before the process exits anyway (every acknowledged
     // write is already on disk).

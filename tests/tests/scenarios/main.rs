@@ -24,3 +24,4 @@ mod snapshots;
 mod standard_and_import;
 mod state_matrix;
 mod timeline;
+mod tls;
