@@ -250,10 +250,12 @@ pub async fn serve_kms_with(
         server = server.tls_config(tls.server_config())?;
     }
     // Small unary calls must not wait for Nagle's algorithm.
-    let address = listener.local_addr().ok();
+    let address = listener
+        .local_addr()
+        .map_or_else(|error| format!("unknown ({error})"), |a| a.to_string());
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tracing::info!(
-        address = ?address,
+        %address,
         tls = options.tls.as_ref().map_or("off", |t| if t.is_mutual() { "mutual" } else { "on" }),
         "kmsim ready: the store is open and the listener serves"
     );
