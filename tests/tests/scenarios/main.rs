@@ -3,6 +3,7 @@
 
 mod aliases_and_listing;
 mod audit;
+mod bad_input;
 mod ceremony;
 mod clock_expiry;
 mod degraded_start;
