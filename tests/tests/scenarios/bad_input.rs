@@ -113,3 +113,110 @@ async fn undecodable_bodies_are_invalid_argument_with_bad_body_err() {
     assert!(!refused.is_empty(), "refused bodies are audited");
     assert!(refused.iter().all(|e| e.http_status == 400), "{refused:?}");
 }
+
+fn create_key_request(instance: &str, name: &str, description: &str) -> pb::CreateKeyRequest {
+    pb::CreateKeyRequest {
+        instance: instance.to_owned(),
+        name: name.to_owned(),
+        description: description.to_owned(),
+        r#type: pb::KeyType::Root as i32,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn names_refuse_controls_bidi_overrides_and_non_characters() {
+    let server = TestServer::start().await;
+    let instance = server.instance().await;
+    let mut keys = server.keys();
+    for bad in [
+        "nul\0name",
+        "line\nbreak",
+        "evil\u{202E}txt.exe",
+        "isolate\u{2066}x",
+        "non\u{FFFF}char",
+        "non\u{FDD0}char",
+        "plane\u{1FFFE}x",
+    ] {
+        let refused = assert_error(
+            keys.create_key(create_key_request(&instance, bad, ""))
+                .await,
+            Code::InvalidArgument,
+            "BAD_BODY_ERR",
+        );
+        assert!(refused.message().contains("name"), "{refused:?}");
+        assert_error(
+            keys.create_key(create_key_request(&instance, "fine", bad))
+                .await,
+            Code::InvalidArgument,
+            "BAD_BODY_ERR",
+        );
+        assert_error(
+            server
+                .instances()
+                .create_instance(pb::CreateInstanceRequest {
+                    name: bad.to_owned(),
+                    flavor: pb::InstanceFlavor::KeyProtect as i32,
+                    ..Default::default()
+                })
+                .await,
+            Code::InvalidArgument,
+            "BAD_BODY_ERR",
+        );
+    }
+    let key = keys
+        .create_key(create_key_request(&instance, "Schlüssel 🔑 ключ", "ok"))
+        .await
+        .expect("letters of any script and emoji are fine")
+        .into_inner()
+        .key
+        .unwrap();
+    assert_eq!(key.name, "Schlüssel 🔑 ключ");
+}
+
+#[tokio::test]
+async fn authorization_is_decided_before_fields_are_validated() {
+    let server = TestServer::start().await;
+    let mine = server.instance().await;
+    let theirs = server.instance().await;
+    let created = server
+        .iam()
+        .create_api_key(pb::CreateApiKeyRequest {
+            kind: pb::IdentityKind::User as i32,
+            name: "writer on one instance".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let identity = created.api_key.unwrap().identity.unwrap().id;
+    server
+        .iam()
+        .create_access_policy(pb::CreateAccessPolicyRequest {
+            identity_id: identity,
+            instance: mine.clone(),
+            roles: vec![pb::Role::Writer as i32],
+        })
+        .await
+        .unwrap();
+    let token = server.token(&created.secret).await;
+    let mut keys = server.keys_as(Some(&token));
+    // An invalid name in an instance the caller may not touch: PERMISSION_DENIED, so the
+    // caller learns nothing about that instance's rules.
+    for name in ["x", "bad\u{202E}name", ""] {
+        assert_error(
+            keys.create_key(create_key_request(&theirs, name, "")).await,
+            Code::PermissionDenied,
+            "UNAUTHORIZED_ERR",
+        );
+        // In its own instance, the same request is the field error.
+        assert_error(
+            keys.create_key(create_key_request(&mine, name, "")).await,
+            Code::InvalidArgument,
+            "BAD_BODY_ERR",
+        );
+    }
+    keys.create_key(create_key_request(&mine, "valid", ""))
+        .await
+        .expect("a Writer creates keys in its own instance");
+}
