@@ -146,4 +146,42 @@ echo "$error"
 [ "$status" -ne 0 ] || fail "AdvanceClock moved the system clock"
 grep -q "Code: FailedPrecondition" <<<"$error" || fail "wrong code for AdvanceClock"
 grep -q "CLOCK_NOT_SIMULATED_ERR" <<<"$error" || fail "AdvanceClock's reason code is not shown"
+
+echo "--- TLS and mutual TLS (--dev-tls, the development certificate as CA and client certificate)"
+tls_data="$data/tls"
+tls_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')"
+tls_addr="localhost:$tls_port"
+tls_log="$data/kmsim-tls.log"
+mkdir -p "$tls_data"
+# The certificate is created at start-up; mTLS trusts it as the client CA too, so it must
+# exist first: a first start creates it, then the mTLS server reuses it.
+target/debug/kmsim serve --dev --dev-tls --data-dir "$tls_data" --listen "127.0.0.1:$tls_port" 2>"$tls_log" &
+tls_server=$!
+cert="$tls_data/dev-tls-cert.pem"
+tls_key="$tls_data/dev-tls-key.pem"
+for _ in $(seq 1 100); do
+  if "$grpcurl" -cacert "$cert" "$tls_addr" list >/dev/null 2>&1; then break; fi
+  sleep 0.1
+done
+grep -q "$cert" "$tls_log" || fail "the log does not name the development certificate"
+"$grpcurl" -cacert "$cert" -d '{"service":"kmsim.v1.KeyService"}' "$tls_addr" grpc.health.v1.Health/Check \
+  | grep -q SERVING || fail "health over TLS"
+"$grpcurl" -cacert "$cert" "${auth[@]}" "$tls_addr" kmsim.v1.InstanceService/ListInstances >/dev/null \
+  || fail "a call over TLS"
+if "$grpcurl" -plaintext "127.0.0.1:$tls_port" list >/dev/null 2>&1; then fail "plaintext accepted by a TLS listener"; fi
+echo "TLS serves grpcurl -cacert and refuses plaintext"
+kill "$tls_server"; wait "$tls_server" 2>/dev/null || true
+target/debug/kmsim serve --dev --dev-tls --tls-client-ca "$cert" --data-dir "$tls_data" --listen "127.0.0.1:$tls_port" 2>"$tls_log" &
+tls_server=$!
+trap 'kill "$tls_server" 2>/dev/null || true; cleanup' EXIT
+for _ in $(seq 1 100); do
+  if "$grpcurl" -cacert "$cert" -cert "$cert" -key "$tls_key" "$tls_addr" list >/dev/null 2>&1; then break; fi
+  sleep 0.1
+done
+"$grpcurl" -cacert "$cert" -cert "$cert" -key "$tls_key" "${auth[@]}" "$tls_addr" kmsim.v1.InstanceService/ListInstances >/dev/null \
+  || fail "a call over mTLS with a client certificate"
+if "$grpcurl" -cacert "$cert" "${auth[@]}" "$tls_addr" kmsim.v1.InstanceService/ListInstances >/dev/null 2>&1; then
+  fail "mTLS served a client without a certificate"
+fi
+echo "mTLS serves a client with a certificate and refuses one without"
 echo "grpcurl smoke test passed"

@@ -31,6 +31,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("kmsim_descriptor.bin"),
         prost::Message::encode_to_vec(&descriptors),
     )?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // Undecodable bodies are the caller's mistake: `codec::KmsCodec` answers BAD_BODY_ERR.
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::KmsCodec")
+        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -5,6 +5,8 @@
 //! them. Field and method documentation lives in those files and is carried into the
 //! generated code.
 
+pub mod codec;
+
 /// The `kmsim.v1` package: messages, enums, `*_client` and `*_server` modules.
 pub mod v1 {
     #![allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -1,9 +1,12 @@
 //! Configuration: the `kmsim` command line (clap, every flag also a `KMSIM_*` environment
 //! variable) and the library-level [`Config`] that [`crate::serve`] takes.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
 
 use sim_hsm::{DevMasterKey, HsmConfig};
 use zeroize::Zeroizing;
@@ -58,17 +61,42 @@ fn parse_clock_start(text: &str) -> Result<Timestamp, String> {
 /// Flags of `kmsim serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on: `IP:PORT` (IPv6 as `[::1]:7070`) or `HOST:PORT` (the host name is
+    /// resolved; the first address is used).
     #[arg(long, env = "KMSIM_LISTEN", default_value = "127.0.0.1:7070")]
-    pub listen: SocketAddr,
+    pub listen: String,
     /// Directory of the embedded database (created if missing).
     #[arg(long, env = "KMSIM_DATA_DIR", default_value = "kmsim-data")]
     pub data_dir: PathBuf,
     /// Development mode: creates (or reuses) a random HSM master key and HSM PINs in the data
     /// directory, in plaintext, and accepts the fixed bearer token `kmsim-dev-token` as the
     /// admin. Never use it for anything but tests.
-    #[arg(long, env = "KMSIM_DEV")]
+    #[arg(long, env = "KMSIM_DEV", value_parser = BoolishValueParser::new())]
     pub dev: bool,
+    /// With --dev, listening on an address other than loopback is refused (the development
+    /// token would be the admin for anyone who can reach it) unless this is given.
+    #[arg(long, env = "KMSIM_DEV_ALLOW_REMOTE", value_parser = BoolishValueParser::new())]
+    pub dev_allow_remote: bool,
+    /// PEM file of the server's TLS certificate chain (with --tls-key): the listener speaks
+    /// TLS only.
+    #[arg(long, env = "KMSIM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of the private key of --tls-cert.
+    #[arg(long, env = "KMSIM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM file of the CA certificates that sign client certificates: mutual TLS, every client
+    /// must present a certificate this CA signed. It authenticates the channel only; the
+    /// identity of a call still comes from its bearer token.
+    #[arg(long, env = "KMSIM_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// With --dev: serve TLS with a self-signed certificate for localhost, 127.0.0.1 and ::1,
+    /// created in the data directory (`dev-tls-cert.pem`, used by clients as their CA) on
+    /// first start and reused afterwards.
+    #[arg(long, env = "KMSIM_DEV_TLS", value_parser = BoolishValueParser::new(), requires = "dev", conflicts_with = "tls_cert")]
+    pub dev_tls: bool,
+    /// How long a client has to finish its TLS handshake.
+    #[arg(long, env = "KMSIM_TLS_HANDSHAKE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub tls_handshake_timeout: Duration,
     /// File holding the HSM master key as 64 hex digits ("keep your own key"). Required
     /// unless --dev.
     #[arg(long, env = "KMSIM_MASTER_KEY_FILE")]
@@ -166,6 +194,8 @@ pub struct Config {
     pub store: crate::store::StoreOptions,
     /// Durability and retention of the audit trail.
     pub audit: crate::audit::trail::AuditOptions,
+    /// How the listener serves (TLS, limits).
+    pub serve: crate::ServeOptions,
 }
 
 impl Config {
@@ -184,6 +214,7 @@ impl Config {
             deterministic: None,
             store: crate::store::StoreOptions::default(),
             audit: crate::audit::trail::AuditOptions::default(),
+            serve: crate::ServeOptions::default(),
         }
     }
 
@@ -201,6 +232,7 @@ impl Config {
             deterministic: None,
             store: crate::store::StoreOptions::default(),
             audit: crate::audit::trail::AuditOptions::default(),
+            serve: crate::ServeOptions::default(),
         }
     }
 }
@@ -265,6 +297,25 @@ pub enum ConfigError {
     /// --clock-start without --clock simulated.
     #[error("--clock-start needs --clock simulated")]
     ClockStartWithoutSimulated,
+    /// The TLS files are unreadable or unusable.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// --tls-client-ca without a server certificate.
+    #[error("--tls-client-ca needs TLS: pass --tls-cert and --tls-key (or --dev-tls)")]
+    ClientCaWithoutTls,
+    /// --listen is neither `IP:PORT` nor a resolvable `HOST:PORT`.
+    #[error("--listen {address}: {reason}")]
+    BadListen {
+        /// The value given.
+        address: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// --dev on an address other than loopback, without --dev-allow-remote.
+    #[error(
+        "refusing to listen on {0} with --dev: the development token `kmsim-dev-token` would be the admin for anyone who can reach it. Listen on 127.0.0.1 or [::1], or pass --dev-allow-remote"
+    )]
+    DevRemote(SocketAddr),
 }
 
 /// The development secrets kept in `<data-dir>/dev-secrets.json` (mode 0600).
@@ -279,6 +330,40 @@ impl ServeArgs {
     /// The file that holds development secrets under --dev.
     pub fn dev_secrets_path(&self) -> PathBuf {
         self.data_dir.join(DEV_SECRETS_FILE)
+    }
+
+    /// Resolves --listen: an `IP:PORT` as is, a `HOST:PORT` by name (the first address).
+    pub fn listen_address(&self) -> Result<SocketAddr, ConfigError> {
+        let bad = |reason: String| ConfigError::BadListen {
+            address: self.listen.clone(),
+            reason,
+        };
+        let mut addresses = self.listen.to_socket_addrs().map_err(|error| {
+            bad(format!(
+                "expected IP:PORT, [IPv6]:PORT or HOST:PORT ({error})"
+            ))
+        })?;
+        addresses
+            .next()
+            .ok_or_else(|| bad("the host name resolves to no address".to_owned()))
+    }
+
+    /// Checks whether serving on `address` is safe: with --dev, only loopback unless
+    /// --dev-allow-remote; otherwise a plaintext listener beyond loopback is allowed but
+    /// returns a warning to log loudly.
+    pub fn check_exposure(&self, address: SocketAddr) -> Result<Option<String>, ConfigError> {
+        if address.ip().is_loopback() {
+            return Ok(None);
+        }
+        if self.dev && !self.dev_allow_remote {
+            return Err(ConfigError::DevRemote(address));
+        }
+        let tls = self.tls_cert.is_some() || self.dev_tls;
+        Ok((!tls).then(|| {
+            format!(
+                "PLAINTEXT ON A NETWORK ADDRESS: {address} is reachable beyond this host and serves without TLS; bearer tokens, API keys and data keys cross the network in clear. Pass --tls-cert and --tls-key."
+            )
+        }))
     }
 
     /// Builds the server configuration. Under --dev, reads or creates the development secrets
@@ -318,6 +403,7 @@ impl ServeArgs {
             max_events: self.audit_max_events,
             max_age: self.audit_max_age,
         };
+        config.serve.tls = self.tls_settings()?;
         config.defaults.region = self
             .region
             .parse()
@@ -333,6 +419,28 @@ impl ServeArgs {
             (ClockMode::Simulated, None) => Arc::new(SimulatedClock::starting_now()),
         };
         Ok(config)
+    }
+}
+
+impl ServeArgs {
+    fn tls_settings(&self) -> Result<Option<crate::tls::TlsSettings>, ConfigError> {
+        use crate::tls::{TlsSettings, dev_certificate};
+        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+            _ if self.dev_tls => {
+                let (cert, key) = dev_certificate(&self.data_dir)?;
+                tracing::info!(
+                    certificate = %cert.display(),
+                    "development TLS: serving with a self-signed certificate for localhost, 127.0.0.1 and ::1; clients trust this file as their CA (grpcurl -cacert)"
+                );
+                (cert, key)
+            }
+            _ if self.tls_client_ca.is_some() => return Err(ConfigError::ClientCaWithoutTls),
+            _ => return Ok(None),
+        };
+        let settings = TlsSettings::load(&cert, &key, self.tls_client_ca.as_deref())?
+            .with_handshake_timeout(self.tls_handshake_timeout);
+        Ok(Some(settings))
     }
 }
 
@@ -523,5 +631,110 @@ mod tests {
         assert_eq!(seeded.deterministic, Some(42));
         let bad = Cli::try_parse_from(["kmsim", "serve", "--deterministic", "-1"]);
         assert!(bad.is_err(), "the seed is a u64");
+    }
+
+    fn serve_args(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let mut full = vec!["kmsim", "serve"];
+        full.extend_from_slice(args);
+        Cli::try_parse_from(full).map(
+            |Cli {
+                 command: Command::Serve(serve),
+             }| serve,
+        )
+    }
+
+    #[test]
+    fn listen_takes_ip_ipv6_and_host_names() {
+        let v4 = serve_args(&["--listen", "127.0.0.1:7070"]).unwrap();
+        assert_eq!(
+            v4.listen_address().unwrap(),
+            "127.0.0.1:7070".parse().unwrap()
+        );
+        let v6 = serve_args(&["--listen", "[::1]:7070"]).unwrap();
+        assert_eq!(v6.listen_address().unwrap(), "[::1]:7070".parse().unwrap());
+        let named = serve_args(&["--listen", "localhost:7070"]).unwrap();
+        let address = named.listen_address().unwrap();
+        assert!(address.ip().is_loopback() && address.port() == 7070);
+        let bad = serve_args(&["--listen", "7070"]).unwrap();
+        let error = bad.listen_address().unwrap_err().to_string();
+        assert!(error.starts_with("--listen 7070: "), "{error}");
+    }
+
+    #[test]
+    fn dev_on_a_network_address_is_refused_unless_allowed() {
+        let any: SocketAddr = "0.0.0.0:7070".parse().unwrap();
+        let loopback: SocketAddr = "127.0.0.1:7070".parse().unwrap();
+        let dev = serve_args(&["--dev"]).unwrap();
+        assert!(dev.check_exposure(loopback).unwrap().is_none());
+        let refused = dev.check_exposure(any).unwrap_err();
+        assert!(matches!(refused, ConfigError::DevRemote(_)));
+        assert!(refused.to_string().contains("--dev-allow-remote"));
+        let allowed = serve_args(&["--dev", "--dev-allow-remote"]).unwrap();
+        let warning = allowed
+            .check_exposure(any)
+            .unwrap()
+            .expect("plaintext warns");
+        assert!(warning.contains("PLAINTEXT"));
+        let tls = serve_args(&["--dev", "--dev-allow-remote", "--dev-tls"]).unwrap();
+        assert!(
+            tls.check_exposure(any).unwrap().is_none(),
+            "TLS: no warning"
+        );
+        let plain = serve_args(&[]).unwrap();
+        assert!(
+            plain.check_exposure(any).unwrap().is_some(),
+            "plaintext warns"
+        );
+    }
+
+    #[test]
+    fn tls_flags_build_tls_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let data = data.to_str().unwrap();
+        let dev_tls = serve_args(&["--dev", "--dev-tls", "--data-dir", data]).unwrap();
+        let config = dev_tls.to_config().unwrap();
+        assert!(config.serve.tls.is_some_and(|tls| !tls.is_mutual()));
+        let cert = dir.path().join("data").join(crate::tls::DEV_CERT_FILE);
+        let key = dir.path().join("data").join(crate::tls::DEV_KEY_FILE);
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        let mutual = serve_args(&[
+            "--dev",
+            "--data-dir",
+            data,
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--tls-client-ca",
+            cert,
+        ])
+        .unwrap();
+        assert!(
+            mutual
+                .to_config()
+                .unwrap()
+                .serve
+                .tls
+                .is_some_and(|tls| tls.is_mutual())
+        );
+        assert!(
+            serve_args(&["--tls-cert", cert]).is_err(),
+            "a key is required"
+        );
+        assert!(serve_args(&["--dev-tls"]).is_err(), "--dev-tls needs --dev");
+        let ca_only = serve_args(&["--dev", "--data-dir", data, "--tls-client-ca", cert]).unwrap();
+        assert!(matches!(
+            ca_only.to_config(),
+            Err(ConfigError::ClientCaWithoutTls)
+        ));
+        assert!(config_plain(data).serve.tls.is_none());
+    }
+
+    fn config_plain(data: &str) -> Config {
+        serve_args(&["--dev", "--data-dir", data])
+            .unwrap()
+            .to_config()
+            .unwrap()
     }
 }

@@ -63,6 +63,10 @@ pub enum FieldProblem {
     /// Bytes of the wrong length.
     #[error("has the wrong length")]
     Length,
+    /// Text with a control character (NUL included), a bidirectional-text control (such as
+    /// U+202E) or a Unicode non-character (such as U+FFFF).
+    #[error("must not contain control characters, bidirectional controls or non-characters")]
+    ForbiddenCharacter,
     /// Material that does not match the length of the key's current version.
     #[error("must be as long as the key's current material")]
     MaterialLengthMismatch,

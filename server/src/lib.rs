@@ -21,6 +21,7 @@ pub mod kms;
 pub mod random;
 pub mod seed;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,7 +36,6 @@ use kmsim_proto::v1::registration_service_server::RegistrationServiceServer;
 use kmsim_proto::v1::simulator_service_server::SimulatorServiceServer;
 use sim_hsm::{Hsm, ModuleState};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::Config;
 use config::Storage;
@@ -72,6 +72,9 @@ pub enum ServeError {
         /// The error.
         source: std::io::Error,
     },
+    /// The TLS certificate or key could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
     /// The bootstrap admin's API key could not be written (nothing was created).
     #[error("cannot write the admin API key file {path}: {source}")]
     AdminKeyFile {
@@ -207,6 +210,7 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    let options = config.serve.clone();
     let kms = tokio::task::spawn_blocking(move || open(&config))
         .await
         .map_err(|_| {
@@ -214,13 +218,31 @@ pub async fn serve(
                 "start-up task failed",
             )))
         })??;
-    serve_kms(listener, kms, shutdown).await
+    serve_kms_with(listener, kms, &options, shutdown).await
 }
 
-/// Runs the server for an already opened domain.
+/// How the listener serves: TLS, and the transport's limits.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ServeOptions {
+    /// TLS (and mTLS when it has a client CA); `None`: plaintext HTTP/2.
+    pub tls: Option<tls::TlsSettings>,
+}
+
+/// Runs the server for an already opened domain, in plaintext.
 pub async fn serve_kms(
     listener: TcpListener,
     kms: Arc<Kms>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    serve_kms_with(listener, kms, &ServeOptions::default(), shutdown).await
+}
+
+/// Runs the server for an already opened domain with `options`.
+pub async fn serve_kms_with(
+    listener: TcpListener,
+    kms: Arc<Kms>,
+    options: &ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -246,7 +268,21 @@ pub async fn serve_kms(
         closing.audit().set_closing(true);
     };
 
-    let result = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &options.tls {
+        server = server.tls_config(tls.server_config())?;
+    }
+    // Small unary calls must not wait for Nagle's algorithm.
+    let address = listener
+        .local_addr()
+        .map_or_else(|error| format!("unknown ({error})"), |a| a.to_string());
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tracing::info!(
+        %address,
+        tls = options.tls.as_ref().map_or("off", |t| if t.is_mutual() { "mutual" } else { "on" }),
+        "kmsim ready: the store is open and the listener serves"
+    );
+    let result = server
         // The audit layer outermost: it records every call, refused ones included.
         .layer(audit::layer::AuditLayer::new(Arc::clone(&kms)))
         // Authentication first: an unauthenticated call never reaches the fault rules.
@@ -275,7 +311,7 @@ pub async fn serve_kms(
         .add_service(EventServiceServer::new(grpc::events::Events::new(
             Arc::clone(&kms),
         )))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     let _ = stop_background.send(true);
     // Every answered call's audit event is on disk before the server returns.

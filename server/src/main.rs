@@ -13,7 +13,9 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into files or pipes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -51,11 +53,18 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
              Anyone who can read it can read every key. Never use --dev outside tests."
         );
     }
+    let address = args.listen_address()?;
+    if let Some(warning) = args.check_exposure(address)? {
+        tracing::warn!("{warning}");
+    }
     let config = args.to_config()?;
+    let options = config.serve.clone();
     // Open (and seed) everything before listening: a start-up that fails (a bad seed file,
     // the wrong master key) exits without ever accepting a connection.
     let kms = tokio::task::spawn_blocking(move || kmsim_server::open(&config)).await??;
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| format!("cannot listen on {address}: {error}"))?;
     tracing::info!(address = %listener.local_addr()?, data_dir = %args.data_dir.display(), "kmsim listening");
     // On a signal, stop accepting and drain in-flight calls; clients that keep idle
     // connections open get GRACE_PERIOD before the process exits anyway (every acknowledged
@@ -69,7 +78,7 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     tokio::select! {
-        result = kmsim_server::serve_kms(listener, kms, signalled) => result?,
+        result = kmsim_server::serve_kms_with(listener, kms, &options, signalled) => result?,
         () = async {
             stopping.notified().await;
             tokio::time::sleep(GRACE_PERIOD).await;

@@ -214,10 +214,22 @@ pub fn action_for(path: &str) -> Option<ActionSpec> {
         "SimulatorService/InjectFault" => own("kmsim.simulator.inject-fault", BeforeReply),
         "SimulatorService/ListFaults" => own("kmsim.simulator.list-faults", Batched),
         "SimulatorService/ClearFaults" => own("kmsim.simulator.clear-faults", BeforeReply),
+        "SimulatorService/ExportSnapshot" => own("kmsim.simulator.export-snapshot", BeforeReply),
+        "SimulatorService/ImportSnapshot" => own("kmsim.simulator.import-snapshot", BeforeReply),
         "HsmService/GetStatus" => own("kmsim.hsm.get-status", Batched),
         "HsmService/RunSelfTests" => own("kmsim.hsm.run-self-tests", BeforeReply),
         "HsmService/Tamper" => own("kmsim.hsm.tamper", BeforeReply),
         "HsmService/Zeroize" => own("kmsim.hsm.zeroize", BeforeReply),
+        "HsmService/GetAdminCommandContext" => own("kmsim.hsm.get-admin-context", Batched),
+        "HsmService/AddAdministrator" => own("kmsim.hsm.add-administrator", BeforeReply),
+        "HsmService/SetThresholds" => own("kmsim.hsm.set-thresholds", BeforeReply),
+        "HsmService/LoadMasterKeyPart" => own("kmsim.hsm.load-master-key-part", BeforeReply),
+        "HsmService/CommitMasterKey" => own("kmsim.hsm.commit-master-key", BeforeReply),
+        "HsmService/ActivateMasterKey" => own("kmsim.hsm.activate-master-key", BeforeReply),
+        "HsmService/RotateMasterKey" => own("kmsim.hsm.rotate-master-key", BeforeReply),
+        "HsmService/FinishMasterKeyRotation" => {
+            own("kmsim.hsm.finish-master-key-rotation", BeforeReply)
+        }
         _ => UNKNOWN_METHOD,
     };
     Some(spec)
@@ -248,7 +260,18 @@ pub fn severity(spec: ActionSpec, http_status: u16) -> Severity {
         | "registrations.delete"
         | "kmsim.instances.delete"
         | "kmsim.hsm.tamper"
-        | "kmsim.hsm.zeroize" => Severity::Critical,
+        | "kmsim.hsm.zeroize"
+        // The master key ceremony changes what protects every key.
+        | "kmsim.hsm.add-administrator"
+        | "kmsim.hsm.set-thresholds"
+        | "kmsim.hsm.load-master-key-part"
+        | "kmsim.hsm.commit-master-key"
+        | "kmsim.hsm.activate-master-key"
+        | "kmsim.hsm.rotate-master-key"
+        | "kmsim.hsm.finish-master-key-rotation"
+        // The whole state (every key, sealed) leaves, or is replaced.
+        | "kmsim.simulator.export-snapshot"
+        | "kmsim.simulator.import-snapshot" => Severity::Critical,
         "secrets.rotate"
         | "secrets.restore"
         | "secrets.enable"
@@ -479,6 +502,30 @@ mod tests {
             Some(UNKNOWN_METHOD)
         );
         assert_eq!(action_for("/grpc.health.v1.Health/Check"), None);
+    }
+
+    #[test]
+    fn every_rpc_has_its_own_action() {
+        use prost::Message;
+        let set = prost_types::FileDescriptorSet::decode(kmsim_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let mut seen = 0;
+        for file in set.file.iter().filter(|f| f.package() == "kmsim.v1") {
+            for service in &file.service {
+                for method in &service.method {
+                    let path = format!("/kmsim.v1.{}/{}", service.name(), method.name());
+                    assert_ne!(action_for(&path), Some(UNKNOWN_METHOD), "{path}");
+                    seen += 1;
+                }
+            }
+        }
+        assert!(
+            seen > 50,
+            "the descriptor set lists the services ({seen} methods)"
+        );
+        let export = action_for("/kmsim.v1.SimulatorService/ExportSnapshot").unwrap();
+        assert_eq!(severity(export, 200), Severity::Critical);
+        let import = action_for("/kmsim.v1.SimulatorService/ImportSnapshot").unwrap();
+        assert_eq!(severity(import, 200), Severity::Critical);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct CachedToken {
     pub api_key: ApiKeyId,
     /// When it expires.
     pub expires: Timestamp,
+    /// The earliest time it is accepted (`iat`/`nbf` less the allowed skew).
+    pub not_before: Timestamp,
 }
 
 /// A bounded map from token digest to verified claims.
@@ -104,6 +106,7 @@ mod tests {
             subject: IdentityId::from_uuid(uuid::Uuid::new_v4()),
             api_key: ApiKeyId::from_uuid(uuid::Uuid::new_v4()),
             expires: Timestamp::from_millis(expires),
+            not_before: Timestamp::from_millis(0),
         }
     }
 

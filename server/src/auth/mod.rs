@@ -54,6 +54,10 @@ pub enum AuthFailure {
     /// The token has expired.
     #[error("the bearer token has expired")]
     Expired,
+    /// The token's `iat` or `nbf` lies in the future by the server's clock (beyond the
+    /// allowed skew).
+    #[error("the bearer token is not valid yet")]
+    NotYetValid,
     /// The token's API key or identity has been deleted.
     #[error("the bearer token has been revoked")]
     Revoked,
@@ -73,6 +77,7 @@ impl AuthFailure {
             Self::Malformed => "malformed",
             Self::BadSignature => "bad_signature",
             Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
             Self::Revoked => "revoked",
             Self::DevTokenRefused => "dev_token_refused",
             Self::BadApiKey => "bad_api_key",
@@ -158,6 +163,7 @@ impl Authenticator {
                     subject: parsed.claims.sub,
                     api_key: parsed.claims.akid,
                     expires: parsed.claims.expiration(),
+                    not_before: parsed.claims.not_before(),
                 };
                 self.cache.insert(digest, entry, now);
                 entry
@@ -165,6 +171,9 @@ impl Authenticator {
         };
         if now >= entry.expires {
             return Err(AuthFailure::Expired);
+        }
+        if now < entry.not_before {
+            return Err(AuthFailure::NotYetValid);
         }
         credentials
             .live_identity(entry.subject, entry.api_key)

@@ -15,6 +15,10 @@ use crate::kms::ids::{ApiKeyId, IdentityId};
 /// The `kid` header of every token: names the signing key (one per server).
 pub const KEY_ID: &str = "kmsim-iam-1";
 
+/// How far in the future a token's `iat` or `nbf` may lie (clocks of issuers and servers
+/// differ slightly).
+pub const CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Longest token accepted, in bytes (a kmsim token is about 400).
 pub const MAX_TOKEN_LEN: usize = 4096;
 
@@ -39,6 +43,10 @@ pub struct Claims {
     pub iat: i64,
     /// Expires at, in seconds since the epoch.
     pub exp: i64,
+    /// Not valid before, in seconds since the epoch (kmsim never issues it; honoured when
+    /// present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
     /// Token id.
     pub jti: uuid::Uuid,
 }
@@ -47,6 +55,15 @@ impl Claims {
     /// When the token expires.
     pub fn expiration(&self) -> Timestamp {
         Timestamp::from_millis(self.exp.saturating_mul(1000))
+    }
+
+    /// The earliest time the token is accepted: its `iat` or `nbf` (the later), less
+    /// [`CLOCK_SKEW`]. A token issued in the future (by a simulated clock set ahead, or
+    /// another server's) is refused until then.
+    pub fn not_before(&self) -> Timestamp {
+        let start = self.nbf.map_or(self.iat, |nbf| nbf.max(self.iat));
+        let skew = i64::try_from(CLOCK_SKEW.as_secs()).unwrap_or(0);
+        Timestamp::from_millis(start.saturating_sub(skew).saturating_mul(1000))
     }
 }
 
@@ -67,9 +84,16 @@ pub fn signing_input(claims: &Claims) -> String {
     )
 }
 
-/// A complete token from its signing input and 64-byte signature.
+/// A complete token from its signing input and 64-byte signature. The signature is
+/// normalised to its low-S form, the only one [`parse`] accepts, so a token has exactly one
+/// spelling.
 pub fn assemble(signing_input: &str, signature: &[u8]) -> String {
-    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    let encoded = match Signature::from_slice(signature) {
+        Ok(signature) => URL_SAFE_NO_PAD.encode(signature.normalize_s().to_bytes()),
+        // Not an ES256 signature: nothing to normalise (and no verifier will accept it).
+        Err(_) => URL_SAFE_NO_PAD.encode(signature),
+    };
+    format!("{signing_input}.{encoded}")
 }
 
 /// A token split and decoded, not yet verified.
@@ -105,6 +129,11 @@ pub fn parse(token: &str) -> Result<Parsed<'_>, AuthFailure> {
         serde_json::from_slice(&decode(claims)?).map_err(|_| AuthFailure::Malformed)?;
     let signature =
         Signature::from_slice(&decode(signature)?).map_err(|_| AuthFailure::BadSignature)?;
+    // (r, n - s) verifies as well as (r, s): accept the low-S form only, so the same token
+    // cannot be spelled twice (the cache keys on the text).
+    if signature.normalize_s() != signature {
+        return Err(AuthFailure::BadSignature);
+    }
     Ok(Parsed {
         signing_input,
         signature,
@@ -135,6 +164,7 @@ mod tests {
             akid: ApiKeyId::from_uuid(uuid::Uuid::new_v4()),
             iat: 1_000,
             exp: 4_600,
+            nbf: None,
             jti: uuid::Uuid::new_v4(),
         }
     }
@@ -171,6 +201,48 @@ mod tests {
         assert_eq!(
             parse(&tampered).unwrap().verify(&verifying),
             Err(AuthFailure::BadSignature)
+        );
+    }
+
+    #[test]
+    fn only_low_s_signatures_are_accepted() {
+        let key = SigningKey::from_slice(&[7u8; 32]).unwrap();
+        let verifying = VerifyingKey::from(&key);
+        // Sign until one raw signature is high-S (about half are), then check that
+        // `assemble` normalises it and that its high-S twin is refused.
+        let (input, high) = (0..64)
+            .find_map(|_| {
+                let input = signing_input(&claims());
+                let signature: Signature = key.sign(input.as_bytes());
+                (signature.normalize_s() != signature).then_some((input, signature))
+            })
+            .expect("some signature is high-S");
+        let token = assemble(&input, &high.to_bytes());
+        parse(&token).unwrap().verify(&verifying).unwrap();
+        let twin = format!("{input}.{}", URL_SAFE_NO_PAD.encode(high.to_bytes()));
+        assert!(
+            verifying.verify(input.as_bytes(), &high).is_ok(),
+            "the high-S form is mathematically valid"
+        );
+        assert_eq!(parse(&twin).err(), Some(AuthFailure::BadSignature));
+    }
+
+    #[test]
+    fn not_before_is_the_later_of_iat_and_nbf_less_the_skew() {
+        let mut claims = claims();
+        assert_eq!(
+            claims.not_before(),
+            Timestamp::from_millis((1_000 - 60) * 1000)
+        );
+        claims.nbf = Some(2_000);
+        assert_eq!(
+            claims.not_before(),
+            Timestamp::from_millis((2_000 - 60) * 1000)
+        );
+        claims.nbf = Some(10);
+        assert_eq!(
+            claims.not_before(),
+            Timestamp::from_millis((1_000 - 60) * 1000)
         );
     }
 

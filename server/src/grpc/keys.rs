@@ -12,6 +12,7 @@ use crate::audit::AuditNote;
 use crate::clock::Timestamp;
 use crate::error::{FieldProblem, KmsError};
 use crate::grpc::{audit_note, blocking, caller, page_size, page_token, parse, policies, text};
+use crate::kms::iam::Action as Permission;
 use crate::kms::ids::{Alias, InstanceRef, KeyId, KeyRef};
 use crate::kms::keys::KeySearch;
 use crate::kms::keystore::SecureImportInput;
@@ -202,6 +203,11 @@ impl KeyService for Keys {
         let who = caller(&request)?;
         let note = audit_note(&request);
         let request = request.into_inner();
+        // Authorization first: a caller learns nothing of the rules of an instance it may not
+        // create keys in (the domain checks again, with the rest of the request).
+        let instance = parse::<InstanceRef>("instance", &request.instance)?;
+        self.kms
+            .authorize(&who, Some(instance.id()), Permission::CreateKey)?;
         let kind = match pb::KeyType::try_from(request.r#type) {
             Ok(pb::KeyType::Root) => KeyKind::Root,
             Ok(pb::KeyType::Standard) => KeyKind::Standard,
@@ -238,7 +244,7 @@ impl KeyService for Keys {
             None => None,
         };
         let new = NewKey {
-            instance: parse::<InstanceRef>("instance", &request.instance)?,
+            instance,
             name: text("name", &request.name, 2, 90)?,
             description: text("description", &request.description, 0, 240)?,
             kind,

@@ -123,7 +123,9 @@ pub(crate) fn text(
     max: usize,
 ) -> Result<String, KmsError> {
     let len = value.chars().count();
-    if len == 0 && min > 0 {
+    if value.chars().any(forbidden_in_text) {
+        Err(KmsError::field(field, FieldProblem::ForbiddenCharacter))
+    } else if len == 0 && min > 0 {
         Err(KmsError::field(field, FieldProblem::Missing))
     } else if len < min {
         Err(KmsError::field(field, FieldProblem::TooShort))
@@ -134,9 +136,50 @@ pub(crate) fn text(
     }
 }
 
+/// Characters no name or description may hold: controls (C0, DEL, C1; NUL included), the
+/// bidirectional-text controls that make text display other than it reads (U+061C, U+200E,
+/// U+200F, U+202A..U+202E, U+2066..U+2069), and Unicode non-characters (U+FDD0..U+FDEF and
+/// every U+xxFFFE / U+xxFFFF).
+pub(crate) fn forbidden_in_text(c: char) -> bool {
+    let code = u32::from(c);
+    c.is_control()
+        || matches!(code, 0x061C | 0x200E | 0x200F | 0x202A..=0x202E | 0x2066..=0x2069)
+        || (0xFDD0..=0xFDEF).contains(&code)
+        || code & 0xFFFE == 0xFFFE
+}
+
 /// Checks that the caller of `request` is an administrator (simulator and HSM administration).
 pub(crate) fn administrator<T>(kms: &Kms, request: &Request<T>) -> Result<(), Status> {
     let who = caller(request)?;
     kms.authorize(&who, None, crate::kms::iam::Action::Administer)
         .map_err(Status::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forbidden_in_text;
+
+    #[test]
+    fn forbidden_characters() {
+        for c in [
+            '\0', '\n', '\u{7F}', '\u{85}', '\u{202E}', '\u{200F}', '\u{2069}',
+        ] {
+            assert!(forbidden_in_text(c), "{c:?}");
+        }
+        for c in [
+            '\u{FFFE}',
+            '\u{FFFF}',
+            '\u{FDD0}',
+            '\u{FDEF}',
+            '\u{10FFFF}',
+            '\u{1FFFE}',
+        ] {
+            assert!(forbidden_in_text(c), "{c:?}");
+        }
+        for c in [
+            'a', ' ', 'ü', 'к', '🔑', '\u{FFFD}', '\u{FDCF}', '\u{FDF0}', '-', '_',
+        ] {
+            assert!(!forbidden_in_text(c), "{c:?}");
+        }
+    }
 }

@@ -941,6 +941,7 @@ impl Kms {
             akid: record.id,
             iat: issued,
             exp: issued.saturating_add(lifetime_secs),
+            nbf: None,
             jti: self.new_id(),
         };
         let input = auth::token::signing_input(&claims);

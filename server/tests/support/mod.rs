@@ -66,7 +66,7 @@ pub fn start_command(mut command: Command, dir: &Path) -> Server {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             lines.lock().unwrap().push(line.clone());
-            if !sent && line.contains("kmsim listening") {
+            if !sent && line.contains("kmsim ready") {
                 let value: serde_json::Value = serde_json::from_str(&line).unwrap();
                 let address = value["fields"]["address"].as_str().unwrap().to_owned();
                 let _ = tx.send(address);

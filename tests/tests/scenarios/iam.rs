@@ -5,11 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kmsim_proto::v1 as pb;
 use kmsim_server::auth::token::{Claims, assemble, parse, signing_input};
-use kmsim_server::clock::Clock;
+use kmsim_server::clock::{Clock, SimulatedClock, Timestamp};
 use kmsim_tests::{TestServer, assert_error, key_path, reason};
 use sim_hsm::p256::ecdsa::signature::Signer;
 use sim_hsm::p256::ecdsa::{Signature, SigningKey};
@@ -1350,4 +1351,52 @@ async fn access_policies_and_authorizations_are_listed_in_pages() {
         .unwrap_err();
     assert_eq!(too_big.code(), Code::InvalidArgument);
     assert_eq!(kmsim_tests::violated_fields(&too_big), ["page_size"]);
+}
+
+/// A token minted under a simulated clock set years ahead is refused by the same data
+/// directory served on the system clock (its `iat` lies in the future), as UNAUTHENTICATED.
+#[tokio::test]
+async fn a_token_issued_in_the_future_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = [0x24; 32];
+    let credentials = kmsim_server::config::random_credentials();
+    // 2030-01-01, years after the machine's clock.
+    let ahead = Arc::new(SimulatedClock::new(Timestamp::from_millis(
+        1_893_456_000_000,
+    )));
+    let server = TestServer::start_with(
+        kmsim_tests::persistent_config(dir.path(), master, &credentials, ahead.clone()),
+        ahead,
+    )
+    .await;
+    let instance = server.instance().await;
+    let (_, token) = user(&server, &instance, &[pb::Role::Reader]).await;
+    server
+        .keys_as(Some(&token))
+        .list_keys(pb::ListKeysRequest {
+            instance: instance.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("valid under the clock that issued it");
+    server.stop().await;
+
+    let mut config = kmsim_tests::persistent_config(
+        dir.path(),
+        master,
+        &credentials,
+        Arc::new(SimulatedClock::starting_now()),
+    );
+    config.clock = Arc::new(kmsim_server::clock::SystemClock);
+    let server = TestServer::start_with(config, Arc::new(SimulatedClock::starting_now())).await;
+    let refused = server
+        .keys_as(Some(&token))
+        .list_keys(pb::ListKeysRequest {
+            instance,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert_eq!(reason(&refused).as_deref(), Some("UNAUTHORIZED_ERR"));
 }

@@ -3,6 +3,7 @@
 
 mod aliases_and_listing;
 mod audit;
+mod bad_input;
 mod ceremony;
 mod clock_audit;
 mod clock_expiry;
@@ -25,3 +26,4 @@ mod snapshots;
 mod standard_and_import;
 mod state_matrix;
 mod timeline;
+mod tls;
