@@ -3,6 +3,7 @@
 
 mod aliases_and_listing;
 mod audit;
+mod bench_smoke;
 mod ceremony;
 mod clock_expiry;
 mod degraded_start;
