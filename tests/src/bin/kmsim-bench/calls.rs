@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kmsim_client::{AuthenticatedChannel, BearerAuth};
+
+use crate::h2;
 use kmsim_proto::v1 as pb;
 use pb::iam_service_client::IamServiceClient;
 use pb::instance_service_client::InstanceServiceClient;
 use pb::key_service_client::KeyServiceClient;
 use pb::simulator_service_client::SimulatorServiceClient;
-use tonic::transport::Channel;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Uri};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -75,20 +78,24 @@ pub struct Fixture {
     pub list_page_size: i32,
 }
 
+/// The loaded clients' transport: one bare HTTP/2 connection with the bearer token.
+type Loaded = InterceptedService<h2::Connection, BearerAuth>;
+
 /// The clients of one connection.
 #[derive(Clone)]
 pub struct Clients {
-    keys: KeyServiceClient<AuthenticatedChannel>,
-    health: HealthClient<AuthenticatedChannel>,
+    keys: KeyServiceClient<Loaded>,
+    health: HealthClient<Loaded>,
 }
 
 impl Clients {
-    /// Clients over `channel`, sending the fixture's token on every call (health included, as
-    /// a real client would).
-    pub fn new(channel: Channel, auth: &BearerAuth) -> Self {
+    /// Clients over `connection` to `origin`, sending the fixture's token on every call
+    /// (health included, as a real client would).
+    pub fn new(connection: h2::Connection, origin: &Uri, auth: &BearerAuth) -> Self {
+        let authenticated = InterceptedService::new(connection, auth.clone());
         Self {
-            keys: KeyServiceClient::with_interceptor(channel.clone(), auth.clone()),
-            health: HealthClient::with_interceptor(channel, auth.clone()),
+            keys: KeyServiceClient::with_origin(authenticated.clone(), origin.clone()),
+            health: HealthClient::with_origin(authenticated, origin.clone()),
         }
     }
 
@@ -156,7 +163,12 @@ impl Clients {
                     .await?;
             }
             Rpc::Create => {
-                create_root_key(&mut self.keys, &fixture.instance, sequence).await?;
+                self.keys
+                    .create_key(root_key_request(
+                        &fixture.instance,
+                        format!("bench-{sequence}"),
+                    ))
+                    .await?;
             }
             Rpc::Rotate => {
                 let Some(key) = fixture.rotation_pool.take() else {
@@ -228,17 +240,22 @@ pub async fn create_root_key_named(
     name: String,
 ) -> Result<String, tonic::Status> {
     let key = keys
-        .create_key(pb::CreateKeyRequest {
-            instance: instance.to_owned(),
-            name,
-            r#type: pb::KeyType::Root as i32,
-            ..Default::default()
-        })
+        .create_key(root_key_request(instance, name))
         .await?
         .into_inner()
         .key
         .ok_or_else(|| tonic::Status::internal("CreateKey answered without a key"))?;
     Ok(key.crn)
+}
+
+/// The request for a generated 256-bit root key named `name`.
+fn root_key_request(instance: &str, name: String) -> pb::CreateKeyRequest {
+    pb::CreateKeyRequest {
+        instance: instance.to_owned(),
+        name,
+        r#type: pb::KeyType::Root as i32,
+        ..Default::default()
+    }
 }
 
 /// Exchanges `api_key` for an ES256 bearer token (IamService/CreateToken) and returns its

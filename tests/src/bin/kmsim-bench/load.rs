@@ -7,9 +7,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Endpoint, Uri};
 
 use crate::calls::{Clients, Done, Fixture, Rpc};
+use crate::h2;
+
+/// The longest a loaded call may take before it counts as failed (`BenchTimeout`).
+const CALL_LIMIT: Duration = Duration::from_secs(30);
 
 /// How one RPC is loaded.
 #[derive(Debug, Clone)]
@@ -133,19 +137,23 @@ impl Connection {
             .enable_all()
             .build()
             .map_err(|error| format!("cannot build a runtime: {error}"));
+        let origin: Result<Uri, String> = self
+            .plan
+            .server
+            .parse()
+            .map_err(|error| format!("bad --server {:?}: {error}", self.plan.server));
         let connected = runtime.as_ref().map_err(Clone::clone).and_then(|runtime| {
+            let origin = origin.clone()?;
             runtime.block_on(async {
-                endpoint(&self.plan.server)?
-                    .connect()
-                    .await
-                    .map_err(|error| format!("cannot connect to {}: {error}", self.plan.server))
+                let connection = h2::Connection::connect(&origin).await?;
+                Ok((connection, origin))
             })
         });
         // Always reach every barrier, even after a failure, so no thread waits forever.
         let [start_line, measure_line, end_line] = &self.lines;
         start_line.wait();
-        let (runtime, channel) = match (runtime, connected) {
-            (Ok(runtime), Ok(channel)) => (runtime, channel),
+        let (runtime, (connection, origin)) = match (runtime, connected) {
+            (Ok(runtime), Ok(connected)) => (runtime, connected),
             (Err(error), _) | (_, Err(error)) => {
                 measure_line.wait();
                 end_line.wait();
@@ -153,17 +161,26 @@ impl Connection {
             }
         };
         let warm_until = Instant::now() + self.plan.warmup;
-        runtime.block_on(self.drive(&channel, warm_until));
+        runtime.block_on(self.drive(&connection, &origin, warm_until, true));
         measure_line.wait();
         let started = Instant::now();
-        let mut outcome = runtime.block_on(self.drive(&channel, started + self.plan.duration));
+        let mut outcome =
+            runtime.block_on(self.drive(&connection, &origin, started + self.plan.duration, false));
         outcome.elapsed = started.elapsed();
         end_line.wait();
         Ok(outcome)
     }
 
-    /// Runs every stream of this connection until `until`.
-    async fn drive(&self, channel: &Channel, until: Instant) -> Outcome {
+    /// Runs every stream of this connection until `until`. A warm-up of RotateKey makes one
+    /// call per stream, so that it does not use up the keys the measurement needs.
+    async fn drive(
+        &self,
+        connection: &h2::Connection,
+        origin: &Uri,
+        until: Instant,
+        warm_up: bool,
+    ) -> Outcome {
+        let max_calls = (warm_up && self.plan.rpc == Rpc::Rotate).then_some(1);
         let local = tokio::task::LocalSet::new();
         let mut tasks = Vec::with_capacity(self.streams);
         let period = self
@@ -171,14 +188,14 @@ impl Connection {
             .rate
             .map(|rate| Duration::from_secs_f64(self.plan.streams as f64 / rate));
         for stream in 0..self.streams {
-            let clients = Clients::new(channel.clone(), &self.fixture.auth);
+            let clients = Clients::new(connection.clone(), origin, &self.fixture.auth);
             let fixture = self.fixture.clone();
             let rpc = self.plan.rpc;
             // Stream numbers interleave across connections so created key names never clash.
             let id = (self.first_stream + stream * self.plan.connections) as u64;
             let stride = self.plan.streams as u64;
             tasks.push(local.spawn_local(stream_loop(
-                clients, fixture, rpc, until, period, id, stride,
+                clients, fixture, rpc, until, period, id, stride, max_calls,
             )));
         }
         local
@@ -207,6 +224,7 @@ async fn stream_loop(
     period: Option<Duration>,
     id: u64,
     stride: u64,
+    max_calls: Option<usize>,
 ) -> Outcome {
     let mut outcome = Outcome::default();
     let mut sequence = id;
@@ -223,17 +241,20 @@ async fn stream_loop(
             Some(period) => scheduled - period,
             None => Instant::now(),
         };
-        if started >= until {
+        let made = outcome.latencies_ns.len() + outcome.errors.values().sum::<u64>() as usize;
+        if started >= until || max_calls.is_some_and(|max| made >= max) {
             break;
         }
         // The ids of created keys stay unique across runs of one process and its streams.
         sequence += stride;
-        match clients.call(rpc, &fixture, sequence).await {
-            Ok(Done::Exhausted) => break,
-            Ok(Done::Called) => outcome
+        let called = tokio::time::timeout(CALL_LIMIT, clients.call(rpc, &fixture, sequence)).await;
+        match called {
+            Err(_) => *outcome.errors.entry("BenchTimeout".into()).or_default() += 1,
+            Ok(Ok(Done::Exhausted)) => break,
+            Ok(Ok(Done::Called)) => outcome
                 .latencies_ns
                 .push(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX)),
-            Err(status) => {
+            Ok(Err(status)) => {
                 *outcome
                     .errors
                     .entry(format!("{:?}", status.code()))

@@ -7,6 +7,7 @@
 
 mod args;
 mod calls;
+mod h2;
 mod load;
 mod procfs;
 mod report;
@@ -149,6 +150,9 @@ async fn run(args: &Args) -> Result<Report, String> {
         )
         .await
         .map_err(|status| format!("setting up the instance and keys failed: {status}"))?;
+        // The loaded calls use their own connections; an idle one left open would hold a
+        // spawned server's graceful stop for its whole grace period.
+        drop(channel);
         let mut rpcs = vec![Rpc::Health];
         rpcs.extend(args.rpcs.iter().filter(|&&rpc| rpc != Rpc::Health));
         for rpc in rpcs {

@@ -84,6 +84,8 @@ pub async fn run(
     }
 
     if let Some(server) = spawned {
+        // An open connection would hold the graceful stop for the server's grace period.
+        drop(channel);
         report.restart_to_serving_ms = Some(server.restart().await?.as_secs_f64() * 1e3);
         if let Some(pid) = server.pid() {
             report.rss_after_restart_bytes_per_key =
@@ -98,6 +100,8 @@ pub async fn run(
 
     let mut samples = Vec::with_capacity(LIST_SAMPLES);
     let mut keys_client = KeyServiceClient::with_interceptor(channel.clone(), auth.clone());
+    let mut simulator = calls::simulator(&channel, &auth);
+    drop(channel);
     for _ in 0..LIST_SAMPLES {
         let started = Instant::now();
         let page = keys_client
@@ -119,7 +123,7 @@ pub async fn run(
     report.list_page_ms_median = samples[LIST_SAMPLES / 2];
 
     let started = Instant::now();
-    calls::simulator(&channel, &auth)
+    simulator
         .advance_clock(pb::AdvanceClockRequest {
             duration: Some(
                 prost_types::Duration::try_from(ADVANCE)
