@@ -190,13 +190,17 @@ impl Connection {
         for stream in 0..self.streams {
             let clients = Clients::new(connection.clone(), origin, &self.fixture.auth);
             let fixture = self.fixture.clone();
-            let rpc = self.plan.rpc;
-            // Stream numbers interleave across connections so created key names never clash.
-            let id = (self.first_stream + stream * self.plan.connections) as u64;
-            let stride = self.plan.streams as u64;
-            tasks.push(local.spawn_local(stream_loop(
-                clients, fixture, rpc, until, period, id, stride, max_calls,
-            )));
+            let schedule = Schedule {
+                rpc: self.plan.rpc,
+                until,
+                period,
+                // Stream numbers interleave across connections so created key names never
+                // clash.
+                id: (self.first_stream + stream * self.plan.connections) as u64,
+                stride: self.plan.streams as u64,
+                max_calls,
+            };
+            tasks.push(local.spawn_local(stream_loop(clients, fixture, schedule)));
         }
         local
             .run_until(async move {
@@ -215,17 +219,31 @@ impl Connection {
     }
 }
 
-/// One stream: calls back to back (or on a fixed schedule) until `until`.
-async fn stream_loop(
-    mut clients: Clients,
-    fixture: Fixture,
+/// What one stream calls, and when.
+struct Schedule {
     rpc: Rpc,
+    /// No call starts at or after this.
     until: Instant,
+    /// The interval between calls at a fixed rate; back to back when `None`.
     period: Option<Duration>,
+    /// The stream's number: the first created key's sequence number.
     id: u64,
+    /// Added to the sequence number at each call (the number of streams).
     stride: u64,
+    /// At most this many calls.
     max_calls: Option<usize>,
-) -> Outcome {
+}
+
+/// One stream: calls back to back (or on a fixed schedule) until the end of `schedule`.
+async fn stream_loop(mut clients: Clients, fixture: Fixture, schedule: Schedule) -> Outcome {
+    let Schedule {
+        rpc,
+        until,
+        period,
+        id,
+        stride,
+        max_calls,
+    } = schedule;
     let mut outcome = Outcome::default();
     let mut sequence = id;
     // A fixed-rate stream starts at a random-ish offset inside its period so the streams do
