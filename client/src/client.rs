@@ -187,6 +187,9 @@ impl KmsClient {
         Ok(Endpoint::from_shared(uri.into())
             .map_err(ClientError::InvalidEndpoint)?
             .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
+            // Explicit, not left to tonic's default: a request must not wait (Nagle) for
+            // the server's delayed ACK of the previous one.
+            .tcp_nodelay(true)
             .timeout(DEFAULT_REQUEST_TIMEOUT)
             .tcp_keepalive(Some(DEFAULT_KEEP_ALIVE))
             .http2_keep_alive_interval(DEFAULT_KEEP_ALIVE)
@@ -879,6 +882,15 @@ mod tests {
             KmsClient::endpoint("not a uri"),
             Err(ClientError::InvalidEndpoint(_))
         ));
+    }
+
+    #[test]
+    fn endpoint_disables_nagle() {
+        assert!(
+            KmsClient::endpoint(DEFAULT_ENDPOINT)
+                .unwrap()
+                .get_tcp_nodelay()
+        );
     }
 
     #[test]

@@ -86,7 +86,7 @@ async fn every_timer_action_writes_a_system_audit_event() {
         .unwrap();
 
     server.advance_rpc(91 * DAY).await;
-    server.kms.audit().sync().await;
+    server.kms.audit().sync().await.unwrap();
     let trail = server
         .events()
         .list_audit_events(pb::ListAuditEventsRequest {

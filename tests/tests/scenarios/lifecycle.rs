@@ -537,7 +537,7 @@ async fn an_hpcs_keys_acknowledgement_is_audited_with_its_instance() {
         Code::FailedPrecondition,
         "LIFECYCLE_EVENT_SETTLED_ERR",
     );
-    server.kms.audit().sync().await;
+    server.kms.audit().sync().await.unwrap();
     let trail = server
         .events()
         .list_audit_events(pb::ListAuditEventsRequest {

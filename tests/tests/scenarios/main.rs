@@ -4,6 +4,7 @@
 mod aliases_and_listing;
 mod audit;
 mod bad_input;
+mod bench_smoke;
 mod ceremony;
 mod clock_audit;
 mod clock_expiry;

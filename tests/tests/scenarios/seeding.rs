@@ -209,7 +209,7 @@ async fn script(server: &TestServer) -> Vec<Vec<u8>> {
     assert_eq!(listed.keys.len(), 2);
     out.push(listed.encode_to_vec());
     // The audit trail too, correlation ids the server minted included.
-    server.kms.audit().sync().await;
+    server.kms.audit().sync().await.unwrap();
     let trail = server
         .events()
         .list_audit_events(pb::ListAuditEventsRequest {
