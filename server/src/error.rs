@@ -444,6 +444,13 @@ fn classify_hsm(error: &sim_hsm::HsmError) -> (Code, &'static str, u16) {
 impl From<KmsError> for Status {
     fn from(error: KmsError) -> Self {
         let (code, reason, http_status) = error.classify();
+        // The audit trail takes the outcome from the call's context, not from the encoded
+        // status.
+        crate::audit::context::note_failure(crate::audit::context::Failure {
+            code,
+            reason,
+            http_status,
+        });
         let mut metadata = HashMap::from([("http_status".to_owned(), http_status.to_string())]);
         let mut details = ErrorDetails::new();
         match &error {

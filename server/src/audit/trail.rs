@@ -75,7 +75,7 @@ fn sequence_key(sequence: u64) -> [u8; 8] {
 }
 
 fn decode(bytes: &[u8]) -> Result<AuditRecord, KmsError> {
-    serde_json::from_slice(bytes)
+    super::codec::decode(bytes)
         .map_err(|error| KmsError::Store(StoreError::corrupt(Tree::Audit, error)))
 }
 
@@ -317,15 +317,11 @@ impl Writer {
         for mut event in events {
             event.sequence = self.next;
             self.next += 1;
-            match serde_json::to_vec(&event) {
-                Ok(value) => changes.push(Change::Put {
-                    tree: Tree::Audit,
-                    key: sequence_key(event.sequence).to_vec(),
-                    value,
-                }),
-                // Records are plain data; serialising them cannot fail.
-                Err(error) => tracing::error!(%error, "cannot encode an audit event"),
-            }
+            changes.push(Change::Put {
+                tree: Tree::Audit,
+                key: sequence_key(event.sequence).to_vec(),
+                value: super::codec::encode(&event),
+            });
             written.push(Arc::new(event));
         }
         if let Err(error) = self.store.apply(changes) {
