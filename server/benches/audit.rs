@@ -12,7 +12,8 @@ use kmsim_proto::v1 as pb;
 use kmsim_proto::v1::key_service_client::KeyServiceClient;
 use kmsim_proto::v1::key_service_server::KeyServiceServer;
 use kmsim_server::Config;
-use kmsim_server::audit::{AuditNote, action_for};
+use kmsim_server::audit::layer::{Answer, build_event, outcome_of};
+use kmsim_server::audit::{CallContext, Subject, action_for};
 use kmsim_server::auth::DEV_TOKEN;
 use kmsim_server::clock::SystemClock;
 use kmsim_server::kms::iam::{ApiKeyOwner, Role};
@@ -113,40 +114,27 @@ fn bench(c: &mut Criterion) {
 
     let spec = action_for("/kmsim.v1.KeyService/WrapKey").unwrap();
     let headers = http::HeaderMap::new();
+    let subject = Subject::Key(crn.parse().unwrap());
+    let method = "/kmsim.v1.KeyService/WrapKey";
     group.bench_function("resolve_target", |b| {
-        b.iter(|| kms.audit_target(black_box(&crn)))
+        b.iter(|| kms.audit_target(black_box(&subject)))
     });
     group.bench_function("build_wrap_event", |b| {
         b.iter(|| {
-            let note = AuditNote::default();
-            note.set_initiator(admin);
-            let target = kms.audit_target(black_box(&crn));
-            kmsim_server::audit::layer::build_event(
-                &kms,
-                spec,
-                &note,
-                target,
-                "/kmsim.v1.KeyService/WrapKey".to_owned(),
-                "bench".to_owned(),
-                &headers,
-            )
+            let context = CallContext::new(spec, method.to_owned());
+            context.set_initiator(admin);
+            context.name_subject(subject.clone());
+            let answer = outcome_of(&headers, &context);
+            build_event(&kms, &context.fields(), "bench".to_owned(), answer)
         })
     });
     group.bench_function("build_and_enqueue_wrap_event", |b| {
         b.iter(|| {
-            let note = AuditNote::default();
-            note.set_initiator(admin);
-            note.set_key_version("00000000-0000-4000-8000-000000000000");
-            let target = kms.audit_target(black_box(&crn));
-            let event = kmsim_server::audit::layer::build_event(
-                &kms,
-                spec,
-                &note,
-                target,
-                "/kmsim.v1.KeyService/WrapKey".to_owned(),
-                "bench".to_owned(),
-                &headers,
-            );
+            let context = CallContext::new(spec, method.to_owned());
+            context.set_initiator(admin);
+            context.name_subject(subject.clone());
+            context.set_key_version("00000000-0000-4000-8000-000000000000");
+            let event = build_event(&kms, &context.fields(), "bench".to_owned(), Answer::ok());
             kms.audit().record(event);
         })
     });

@@ -491,6 +491,13 @@ impl From<KmsError> for Status {
             Some(store) => storage_message(store).to_owned(),
             None => error.to_string(),
         };
+        // The audit trail takes the outcome from the call's context, not from the encoded
+        // status.
+        crate::audit::context::note_failure(crate::audit::context::Failure {
+            code,
+            reason,
+            http_status,
+        });
         let mut metadata = HashMap::from([("http_status".to_owned(), http_status.to_string())]);
         let mut details = ErrorDetails::new();
         match &error {

@@ -17,7 +17,7 @@ use crate::ceremony::Ceremony;
 use crate::error::HsmError;
 use crate::master_key::{DevMasterKey, MasterKeyRegister, RegisterState};
 use crate::mechanism;
-use crate::rng::{ModuleRng, OsSeededDrbg, RandomSource, SeededDrbg};
+use crate::rng::{Generators, RandomSource, SeededDrbg};
 use crate::seal::MasterKey;
 use crate::selftest::{self, SelfTestResult};
 use crate::session::Session;
@@ -157,7 +157,9 @@ pub(crate) struct HsmInner {
     self_tests: Mutex<Vec<SelfTestResult>>,
     last_error: Mutex<Option<FailureRecord>>,
     injected: RwLock<Option<&'static str>>,
-    rng: Mutex<ModuleRng>,
+    /// Whether the injected failure is the continuous RNG test (read on every draw without a lock).
+    crngt_injected: AtomicBool,
+    rng: Generators,
     pub master: RwLock<Option<MasterKey>>,
     pub rotating: AtomicBool,
     pub ceremony: Mutex<Ceremony>,
@@ -201,8 +203,8 @@ impl HsmInner {
 
     /// Random bytes through the continuous RNG test; a failure puts the module in the error state.
     pub(crate) fn random(&self, buf: &mut [u8]) -> Result<(), HsmError> {
-        let force = self.is_injected(selftest::CRNGT);
-        let r = lock(&self.rng).fill(buf, force);
+        let force = self.crngt_injected.load(Ordering::Relaxed);
+        let r = self.rng.fill(buf, force);
         if let Err(HsmError::FipsSelfTestFailed) = r {
             self.enter_error(selftest::CRNGT);
         }
@@ -346,7 +348,7 @@ impl HsmInner {
             }
             results.push(SelfTestResult { name, passed });
         }
-        lock(&self.rng).reset();
+        self.rng.reset();
         *lock(&self.self_tests) = results;
         match failed {
             Some(name) => {
@@ -408,11 +410,11 @@ impl Hsm {
     /// Creates the module over `store` and runs the power-on self-tests. The module ends `Operational` or,
     /// if a test failed, `Error` (still `Ok`: inspect [`Hsm::status`]). No master key is needed yet.
     pub fn new(config: HsmConfig, store: Arc<dyn ObjectStore>) -> Result<Self, HsmError> {
-        let source: Box<dyn RandomSource> = match config.rng_seed {
-            Some(seed) => Box::new(SeededDrbg::new(seed)),
-            None => Box::new(OsSeededDrbg::new()?),
+        let generators = match config.rng_seed {
+            Some(seed) => Generators::shared(Box::new(SeededDrbg::new(seed))),
+            None => Generators::striped()?,
         };
-        Self::with_random_source(config, store, source)
+        Self::with_generators(config, store, generators)
     }
 
     /// Like [`Hsm::new`] with an explicit random source (tests use a broken source to exercise the continuous
@@ -421,6 +423,14 @@ impl Hsm {
         config: HsmConfig,
         store: Arc<dyn ObjectStore>,
         source: Box<dyn RandomSource>,
+    ) -> Result<Self, HsmError> {
+        Self::with_generators(config, store, Generators::shared(source))
+    }
+
+    fn with_generators(
+        config: HsmConfig,
+        store: Arc<dyn ObjectStore>,
+        rng: Generators,
     ) -> Result<Self, HsmError> {
         let injected = match &config.fail_self_test {
             Some(n) => selftest::canonical_name(n),
@@ -434,8 +444,9 @@ impl Hsm {
             state: AtomicU8::new(ST_SELF_TESTING),
             self_tests: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
+            crngt_injected: AtomicBool::new(injected == Some(selftest::CRNGT)),
             injected: RwLock::new(injected),
-            rng: Mutex::new(ModuleRng::new(source)),
+            rng,
             master: RwLock::new(None),
             rotating: AtomicBool::new(false),
             ceremony: Mutex::new(Ceremony::new()),
@@ -526,7 +537,12 @@ impl Hsm {
 
     /// Sets (or clears) the self-test to fail, at run time. Unknown names are ignored.
     pub fn set_self_test_failure(&self, name: Option<&str>) {
-        *write(&self.inner.injected) = name.and_then(selftest::canonical_name);
+        let name = name.and_then(selftest::canonical_name);
+        let mut injected = write(&self.inner.injected);
+        *injected = name;
+        self.inner
+            .crngt_injected
+            .store(name == Some(selftest::CRNGT), Ordering::Relaxed);
     }
 
     /// Installs a callback run before each power-on test (R-2 tests).

@@ -2,7 +2,10 @@
 //! runs) behind the FIPS 140-2 §4.9.2 continuous RNG test.
 //!
 //! [`RandomSource`] is the pluggable entropy/DRBG interface (tests inject a constant source to trip the
-//! continuous test); `ModuleRng` adds the continuous test on top.
+//! continuous test); `ModuleRng` adds the continuous test on top; `Generators` is the module's set of them:
+//! with OS entropy, one independently seeded generator per stripe, a thread always drawing from the same
+//! stripe, so that no lock is shared by every caller; with a fixed seed (reproducible runs) or an injected
+//! source, one shared generator, since a single sequence is what makes a run reproducible.
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -126,9 +129,108 @@ impl ModuleRng {
     }
 }
 
+/// How many independently seeded generators the module keeps with OS entropy.
+pub(crate) const STRIPES: usize = 16;
+
+/// The module's generators (see the module documentation).
+pub(crate) enum Generators {
+    /// One generator for every caller (a fixed seed or an injected source).
+    Shared(std::sync::Mutex<ModuleRng>),
+    /// One OS-seeded generator per stripe; a thread uses the stripe it was given first.
+    Striped(Box<[std::sync::Mutex<ModuleRng>]>),
+}
+
+impl Generators {
+    /// One shared generator over `source`.
+    pub(crate) fn shared(source: Box<dyn RandomSource>) -> Self {
+        Self::Shared(std::sync::Mutex::new(ModuleRng::new(source)))
+    }
+
+    /// [`STRIPES`] generators, each seeded from the operating system.
+    pub(crate) fn striped() -> Result<Self, HsmError> {
+        let stripes = (0..STRIPES)
+            .map(|_| {
+                let source: Box<dyn RandomSource> = Box::new(OsSeededDrbg::new()?);
+                Ok(std::sync::Mutex::new(ModuleRng::new(source)))
+            })
+            .collect::<Result<Vec<_>, HsmError>>()?;
+        Ok(Self::Striped(stripes.into_boxed_slice()))
+    }
+
+    /// The calling thread's stripe number (assigned round-robin on first use).
+    fn stripe() -> usize {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+        }
+        STRIPE.with(|stripe| *stripe)
+    }
+
+    /// Fills `dest` from the caller's generator (see [`ModuleRng::fill`]).
+    pub(crate) fn fill(&self, dest: &mut [u8], force_failure: bool) -> Result<(), HsmError> {
+        let generator = match self {
+            Self::Shared(generator) => generator,
+            Self::Striped(stripes) => &stripes[Self::stripe() % stripes.len()],
+        };
+        crate::hsm::lock(generator).fill(dest, force_failure)
+    }
+
+    /// Resets every generator's continuous test.
+    pub(crate) fn reset(&self) {
+        match self {
+            Self::Shared(generator) => crate::hsm::lock(generator).reset(),
+            Self::Striped(stripes) => {
+                for generator in stripes.iter() {
+                    crate::hsm::lock(generator).reset();
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn striped_generators_serve_every_thread_and_differ() {
+        let generators = std::sync::Arc::new(Generators::striped().unwrap());
+        let draws: Vec<[u8; 32]> = (0..4)
+            .map(|_| {
+                let generators = std::sync::Arc::clone(&generators);
+                std::thread::spawn(move || {
+                    let mut out = [0u8; 32];
+                    generators.fill(&mut out, false).unwrap();
+                    out
+                })
+                .join()
+                .unwrap()
+            })
+            .collect();
+        for (i, a) in draws.iter().enumerate() {
+            assert_ne!(*a, [0u8; 32]);
+            for b in &draws[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        let mut out = [0u8; 16];
+        assert!(matches!(
+            generators.fill(&mut out, true),
+            Err(HsmError::FipsSelfTestFailed)
+        ));
+    }
+
+    #[test]
+    fn a_seeded_shared_generator_is_reproducible() {
+        let draw = || {
+            let generators = Generators::shared(Box::new(SeededDrbg::new([7; 32])));
+            let mut out = [0u8; 48];
+            generators.fill(&mut out, false).unwrap();
+            out
+        };
+        assert_eq!(draw(), draw());
+    }
 
     #[test]
     fn chacha_kat() {

@@ -2,28 +2,26 @@
 //! allowed or refused (including calls the auth layer refuses and faults the fault layer
 //! injects). Health and reflection are not recorded.
 //!
-//! Per call it puts an [`AuditNote`] into the request extensions (the auth layer adds the
-//! caller, the fault layer marks injections, handlers add key state and versions), reads the
-//! request's first string field (the key or instance reference) to name the target when the
-//! handler did not, and reads the outcome from the response headers: tonic answers errors
-//! trailers-only, so `grpc-status` and `grpc-status-details-bin` (with the Key Protect
-//! reason) are headers; a response without `grpc-status` in its headers is a success (a
-//! stream is recorded once, when it opens).
+//! Per call it puts a [`CallContext`] into the request extensions and makes it the task's
+//! current context while the inner services run; the auth layer adds the caller, the fault
+//! layer marks injections, the edge names the subject it parsed and the key's state and
+//! versions, and the error mapping notes the typed failure. The layer never reads the request
+//! body. The outcome: a response without `grpc-status` in its headers is a success (tonic
+//! answers errors trailers-only, so an error's status is a header; a stream is recorded once,
+//! when it opens); a failure's reason comes from the context, and only a status the error
+//! mapping did not build (tonic's own) is decoded from `grpc-status-details-bin`. A call the
+//! client cancels before it is answered is recorded as `CANCELLED` (HTTP 499).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use http_body_util::BodyExt;
 use tonic::Code;
 use tonic::body::Body;
 use tonic_types::StatusExt;
 use tower::{Layer, Service};
 
-use super::{
-    ActionSpec, AuditNote, AuditRecord, AuditTarget, Durability, Outcome, action_for, action_name,
-    severity,
-};
+use super::context::{CallContext, CallFields, Failure};
+use super::{AuditRecord, Durability, Outcome, action_for, action_name, severity};
 use crate::auth::Identity;
 use crate::kms::Kms;
 
@@ -86,60 +84,78 @@ where
             return Box::pin(inner.call(request));
         };
         let kms = Arc::clone(&self.kms);
-        let note = AuditNote::default();
-        request.extensions_mut().insert(note.clone());
-        let correlation_id = correlation_id(&kms, request.headers());
-        Box::pin(async move {
-            // The trail fails closed: while events cannot be written, no call is served.
-            if let Err(error) = kms.audit().accepting() {
-                let response = refusal(error);
-                let event = build_event(
-                    &kms,
-                    spec,
-                    &note,
-                    None,
-                    request.uri().path().to_owned(),
-                    correlation_id,
-                    response.headers(),
-                );
-                kms.audit().record(event);
-                return Ok(response);
-            }
-            let (parts, body) = request.into_parts();
-            let bytes = match body.collect().await {
-                Ok(collected) => collected.to_bytes(),
-                // An unreadable body fails in the service too; record what it answers.
-                Err(_) => Bytes::new(),
-            };
-            let target = crate::faults::layer::first_string_field(&bytes)
-                .and_then(|subject| kms.audit_target(&subject));
-            let method = parts.uri.path().to_owned();
-            let request =
-                http::Request::from_parts(parts, Body::new(http_body_util::Full::new(bytes)));
-            let response = inner.call(request).await?;
+        let context = CallContext::new(spec, request.uri().path().to_owned());
+        // The trail fails closed: while events cannot be written, no call is served.
+        if let Err(error) = kms.audit().accepting() {
+            let response = refusal(error);
             let event = build_event(
                 &kms,
-                spec,
-                &note,
-                target,
-                method,
-                correlation_id,
-                response.headers(),
+                &context.fields(),
+                correlation_id(&kms, request.headers()),
+                outcome_of(response.headers(), &context),
             );
-            let durable = (spec.durability == Durability::BeforeReply
-                && event.outcome == Outcome::Success)
-                || kms.audit().data_events_are_durable();
-            if durable {
-                if let Err(error) = kms.audit().record_durable(event).await {
-                    // Never answered OK unrecorded: the event is kept and retried, the caller
-                    // is told the storage failed.
-                    return Ok(refusal(error));
+            kms.audit().record(event);
+            return Box::pin(async move { Ok(response) });
+        }
+        request.extensions_mut().insert(context.clone());
+        let mut pending = Pending {
+            kms: Some(Arc::clone(&kms)),
+            context: context.clone(),
+            correlation_id: correlation_id(&kms, request.headers()),
+        };
+        let call = context.sync_scope(|| inner.call(request));
+        Box::pin(async move {
+            let response = context.scope(call).await?;
+            if let Some(kms) = pending.kms.take() {
+                let event = build_event(
+                    &kms,
+                    &pending.context.fields(),
+                    std::mem::take(&mut pending.correlation_id),
+                    outcome_of(response.headers(), &pending.context),
+                );
+                let durable = (spec.durability == Durability::BeforeReply
+                    && event.outcome == Outcome::Success)
+                    || kms.audit().data_events_are_durable();
+                if durable {
+                    if let Err(error) = kms.audit().record_durable(event).await {
+                        // Never answered OK unrecorded: the event is kept and retried, the
+                        // caller is told the storage failed.
+                        return Ok(refusal(error));
+                    }
+                } else {
+                    kms.audit().record(event);
                 }
-            } else {
-                kms.audit().record(event);
             }
             Ok(response)
         })
+    }
+}
+
+/// A call not yet recorded: when its future is dropped before it is answered (the client
+/// cancelled it, or the connection went away), it is recorded as `CANCELLED`.
+struct Pending {
+    /// Taken once the call is recorded.
+    kms: Option<Arc<Kms>>,
+    context: CallContext,
+    correlation_id: String,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(kms) = self.kms.take() {
+            let cancelled = Failure {
+                code: Code::Cancelled,
+                reason: "",
+                http_status: http_status_of(Code::Cancelled),
+            };
+            let event = build_event(
+                &kms,
+                &self.context.fields(),
+                std::mem::take(&mut self.correlation_id),
+                Answer::from(cancelled),
+            );
+            kms.audit().record(event);
+        }
     }
 }
 
@@ -181,71 +197,129 @@ fn http_status_of(code: Code) -> u16 {
     }
 }
 
-/// Builds the event of a call answered with `headers`.
-pub fn build_event(
-    kms: &Kms,
-    spec: ActionSpec,
-    note: &AuditNote,
-    target: Option<AuditTarget>,
-    method: String,
-    correlation_id: String,
-    headers: &http::HeaderMap,
-) -> AuditRecord {
-    let (grpc_code, reason, http_status) = match tonic::Status::from_header_map(headers) {
-        Some(status) if status.code() != Code::Ok => {
+/// How a call was answered: its gRPC code, reason and HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The gRPC code.
+    pub code: Code,
+    /// The Key Protect reason code of a failure.
+    pub reason: String,
+    /// The HTTP status Key Protect would have answered.
+    pub http_status: u16,
+}
+
+impl Answer {
+    /// A success.
+    pub fn ok() -> Self {
+        Self {
+            code: Code::Ok,
+            reason: String::new(),
+            http_status: 200,
+        }
+    }
+}
+
+impl From<Failure> for Answer {
+    fn from(failure: Failure) -> Self {
+        Self {
+            code: failure.code,
+            reason: failure.reason.to_owned(),
+            http_status: failure.http_status,
+        }
+    }
+}
+
+/// The answer of a call whose response carries `headers`: success without a `grpc-status`
+/// header; a failure as the error mapping noted it in `context` when it built that status;
+/// otherwise (a status of tonic's own) decoded from the headers.
+pub fn outcome_of(headers: &http::HeaderMap, context: &CallContext) -> Answer {
+    let Some(code) = headers
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<i32>().ok())
+        .map(Code::from_i32)
+    else {
+        return Answer::ok();
+    };
+    if code == Code::Ok {
+        return Answer::ok();
+    }
+    if let Some(failure) = context.fields().failure.filter(|f| f.code == code) {
+        return failure.into();
+    }
+    match tonic::Status::from_header_map(headers) {
+        Some(status) => {
             let info = status.get_error_details().error_info().cloned();
-            let http = info
+            let http_status = info
                 .as_ref()
                 .and_then(|i| i.metadata.get("http_status"))
                 .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| http_status_of(status.code()));
-            (
-                status.code(),
-                info.map(|i| i.reason).unwrap_or_default(),
-                http,
-            )
+                .unwrap_or_else(|| http_status_of(code));
+            Answer {
+                code,
+                reason: info.map(|i| i.reason).unwrap_or_default(),
+                http_status,
+            }
         }
-        _ => (Code::Ok, String::new(), 200),
-    };
-    let mut fields = note.fields();
-    // What the handler noted wins; otherwise the target the request named, with the key's
-    // state refreshed after a successful mutation (reads and failures do not change it).
-    if let (None, Some(target)) = (&fields.target_crn, target) {
-        fields.target_crn = Some(target.crn);
-        fields.instance = Some((target.instance, target.service));
-        if fields.key_state.is_none() {
-            fields.key_state = match target.key {
-                Some(key)
-                    if grpc_code == Code::Ok && spec.durability == Durability::BeforeReply =>
-                {
-                    kms.audit_key_state(key)
-                }
-                _ => target.key_state,
-            };
+        None => Answer {
+            code,
+            reason: String::new(),
+            http_status: http_status_of(code),
+        },
+    }
+}
+
+/// Builds the event of a call with context `fields`, answered `answer`.
+pub fn build_event(
+    kms: &Kms,
+    fields: &CallFields,
+    correlation_id: String,
+    answer: Answer,
+) -> AuditRecord {
+    let spec = fields.spec;
+    let succeeded = answer.code == Code::Ok;
+    let mut target_crn = fields.target_crn.clone();
+    let mut instance = fields.instance;
+    let mut key_state = fields.key_state;
+    // What the edge noted from the domain wins; otherwise the target the request named, with
+    // the key's state refreshed after a successful mutation (reads and failures do not change
+    // it).
+    if target_crn.is_none() {
+        if let Some(target) = fields.subject.as_ref().and_then(|s| kms.audit_target(s)) {
+            target_crn = Some(target.crn);
+            instance = Some((target.instance, target.service));
+            if key_state.is_none() {
+                key_state = match target.key {
+                    Some(key) if succeeded && spec.durability == Durability::BeforeReply => {
+                        kms.audit_key_state(key)
+                    }
+                    _ => target.key_state,
+                };
+            }
         }
     }
     let initiator: Option<Identity> = fields.initiator;
     AuditRecord {
         sequence: 0,
         time: kms.now(),
-        action: action_name(spec, fields.instance.map(|(_, service)| service)),
-        outcome: if grpc_code == Code::Ok {
+        action: action_name(spec, instance.map(|(_, service)| service)),
+        outcome: if succeeded {
             Outcome::Success
         } else {
             Outcome::Failure
         },
-        severity: severity(spec, http_status),
-        grpc_code: grpc_code as i32,
-        reason,
-        http_status,
+        severity: severity(spec, answer.http_status),
+        grpc_code: answer.code as i32,
+        reason: answer.reason,
+        http_status: answer.http_status,
         initiator_id: initiator.map(|who| who.id),
         initiator_kind: initiator.map(|who| who.kind),
-        target_crn: fields.target_crn.unwrap_or_default(),
-        instance: fields.instance.map(|(id, _)| id),
-        method,
-        key_state: fields.key_state,
-        key_version_id: fields.key_version_id.unwrap_or_default(),
-        rewrapped_key_version_id: fields.rewrapped_key_version_id.unwrap_or_default(),
+        target_crn: target_crn.unwrap_or_default(),
+        instance: instance.map(|(id, _)| id),
+        method: fields.method.clone(),
+        key_state,
+        key_version_id: fields.key_version_id.clone().unwrap_or_default(),
+        rewrapped_key_version_id: fields.rewrapped_key_version_id.clone().unwrap_or_default(),
         injected: fields.injected,
         injected_latency_ms: fields
             .injected_latency

@@ -2,32 +2,35 @@
 //! IBM Activity Tracker names Key Protect's events (reference section 1.12).
 //!
 //! - this file: the event record ([`AuditRecord`]), the one table of action names
-//!   ([`action_for`]), severities ([`severity`]), the note a call's layers fill in
-//!   ([`AuditNote`]), filters, and the domain's read side ([`Kms::list_audit_events`]);
+//!   ([`action_for`]), severities ([`severity`]), filters, and the domain's read side
+//!   ([`Kms::list_audit_events`]);
+//! - [`context`]: the typed context of a call ([`CallContext`]) that the layers, the edge and
+//!   the error mapping fill in;
+//! - [`codec`]: the compact binary form events are stored in;
 //! - [`trail`]: sequence numbers, batched durable storage (tree `audit`) and the live feed;
 //! - [`layer`]: the outermost tower layer that records every call.
 //!
 //! An event never holds payloads, plaintexts, ciphertexts, AAD, nonces, tokens or API keys:
-//! the layer sees the request only to read its first string field (the key or instance
-//! reference every kmsim request starts with), and the response only through its headers.
+//! the layer never reads the request body; it learns the target from the call's context
+//! (what the edge parsed) and the outcome from the context and the response headers.
 
+pub mod codec;
+pub mod context;
 pub mod layer;
 pub mod trail;
-
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Identity, IdentityKind};
 use crate::clock::Timestamp;
 use crate::error::KmsError;
+use crate::kms::Kms;
 use crate::kms::iam::Action;
-use crate::kms::ids::{Crn, IdentityId, InstanceId, KeyId, KeyRef, ServiceName};
+use crate::kms::ids::{IdentityId, InstanceId, KeyId, ServiceName};
 use crate::kms::records::Lifecycle;
 use crate::kms::state::KeyState;
-use crate::kms::{KeyView, Kms, lock};
 
+pub use context::{CallContext, Subject};
 pub use trail::AuditTrail;
 
 /// Whether a call succeeded.
@@ -52,7 +55,7 @@ pub enum Severity {
     Critical,
 }
 
-/// One recorded call, as stored (JSON) in [`crate::store::Tree::Audit`].
+/// One recorded call, as stored (by [`codec`]) in [`crate::store::Tree::Audit`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
     /// Position in the trail (assigned when the event is written; 0 before).
@@ -284,82 +287,6 @@ pub fn severity(spec: ActionSpec, http_status: u16) -> Severity {
     }
 }
 
-/// What the layers and the handler of one call learned about it. The audit layer puts one
-/// into the request extensions; the auth layer adds the caller, the fault layer marks
-/// injections, handlers add the target key's state and versions (see
-/// `crate::grpc::audit_note`). Cloning shares the slot.
-#[derive(Debug, Clone, Default)]
-pub struct AuditNote(Arc<Mutex<NoteFields>>);
-
-/// The fields of an [`AuditNote`].
-#[derive(Debug, Clone, Default)]
-pub struct NoteFields {
-    /// The authenticated caller.
-    pub initiator: Option<Identity>,
-    /// Whether a fault rule failed or delayed the call.
-    pub injected: bool,
-    /// Latency a fault rule added.
-    pub injected_latency: Option<Duration>,
-    /// The target's CRN.
-    pub target_crn: Option<String>,
-    /// The target's instance and the service it is served as.
-    pub instance: Option<(InstanceId, ServiceName)>,
-    /// The key's state after the call.
-    pub key_state: Option<KeyState>,
-    /// The key version used.
-    pub key_version_id: Option<String>,
-    /// The version rewrapped under.
-    pub rewrapped_key_version_id: Option<String>,
-}
-
-impl AuditNote {
-    /// Records the authenticated caller.
-    pub fn set_initiator(&self, who: Identity) {
-        lock(&self.0).initiator = Some(who);
-    }
-
-    /// Marks the call as failed or delayed (`latency`) by a fault rule.
-    pub fn mark_injected(&self, latency: Option<Duration>) {
-        let mut fields = lock(&self.0);
-        fields.injected = true;
-        fields.injected_latency = latency;
-    }
-
-    /// Records the target key as `view` shows it after the call, with its current version.
-    pub fn set_key(&self, view: &KeyView) {
-        let mut fields = lock(&self.0);
-        fields.target_crn = Some(view.crn.to_string());
-        fields.instance = Some((view.record.instance, view.crn.service));
-        fields.key_state = Some(view.state);
-        if fields.key_version_id.is_none() {
-            fields.key_version_id = view.record.current_version().map(|v| v.id.to_string());
-        }
-    }
-
-    /// Records the target (a key's or an instance's CRN) when the request did not name it
-    /// (e.g. the instance a `CreateInstance` made).
-    pub fn set_target(&self, crn: &Crn) {
-        let mut fields = lock(&self.0);
-        fields.target_crn = Some(crn.to_string());
-        fields.instance = Some((crn.instance, crn.service));
-    }
-
-    /// Records the key version the call used.
-    pub fn set_key_version(&self, id: impl ToString) {
-        lock(&self.0).key_version_id = Some(id.to_string());
-    }
-
-    /// Records the version the call rewrapped under.
-    pub fn set_rewrapped_key_version(&self, id: impl ToString) {
-        lock(&self.0).rewrapped_key_version_id = Some(id.to_string());
-    }
-
-    /// A copy of the fields.
-    pub fn fields(&self) -> NoteFields {
-        lock(&self.0).clone()
-    }
-}
-
 /// Which events a listing or a watch returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
@@ -416,11 +343,11 @@ impl Kms {
         self.audit().read(after, filter, limit)
     }
 
-    /// The target the audit layer derives, before the call, from a request's first string
-    /// field: a key (CRN or path) that exists, else its instance, else an instance.
-    pub fn audit_target(&self, subject: &str) -> Option<AuditTarget> {
-        if let Ok(key) = subject.parse::<KeyRef>() {
-            if let Ok((instance, entry)) = self.resolve(&key) {
+    /// The target of a call whose request named `subject`: the key when it exists, else
+    /// its instance when that exists.
+    pub fn audit_target(&self, subject: &Subject) -> Option<AuditTarget> {
+        if let Subject::Key(key) = subject {
+            if let Ok((instance, entry)) = self.resolve(key) {
                 let record = entry.snapshot();
                 let crn = instance.record.crn();
                 return Some(AuditTarget {
@@ -431,18 +358,8 @@ impl Kms {
                     key_state: self.audit_key_state(record.id),
                 });
             }
-            let instance = self.instance(key.instance()).ok()?;
-            let crn = instance.record.crn();
-            return Some(AuditTarget {
-                crn: crn.to_string(),
-                instance: instance.record.id,
-                service: crn.service,
-                key: None,
-                key_state: None,
-            });
         }
-        let instance: crate::kms::ids::InstanceRef = subject.parse().ok()?;
-        let instance = self.instance(instance.id()).ok()?;
+        let instance = self.instance(subject.instance()).ok()?;
         let crn = instance.record.crn();
         Some(AuditTarget {
             crn: crn.to_string(),
@@ -463,7 +380,7 @@ impl Kms {
     }
 }
 
-/// What the audit layer learns about a call's target from its request, before the call.
+/// What the audit layer learns about a call's target from the subject its request named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditTarget {
     /// The key's or the instance's CRN.
@@ -477,8 +394,6 @@ pub struct AuditTarget {
     /// The key's state before the call.
     pub key_state: Option<KeyState>,
 }
-
-impl Kms {}
 
 #[cfg(test)]
 mod tests {

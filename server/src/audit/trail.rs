@@ -151,12 +151,11 @@ fn sequence_key(sequence: u64) -> [u8; 8] {
 }
 
 fn encode(event: &AuditRecord) -> Vec<u8> {
-    // Records are plain data (strings, numbers, enums): serialising them cannot fail.
-    serde_json::to_vec(event).expect("an audit record always serialises")
+    super::codec::encode(event)
 }
 
 fn decode(bytes: &[u8]) -> Result<AuditRecord, KmsError> {
-    serde_json::from_slice(bytes)
+    super::codec::decode(bytes)
         .map_err(|error| KmsError::Store(StoreError::corrupt(Tree::Audit, error)))
 }
 

@@ -89,8 +89,8 @@ where
                 .map(http::HeaderValue::as_bytes);
             match self.kms.authenticate(header) {
                 Ok(identity) => {
-                    if let Some(note) = request.extensions().get::<crate::audit::AuditNote>() {
-                        note.set_initiator(identity);
+                    if let Some(context) = request.extensions().get::<crate::audit::CallContext>() {
+                        context.set_initiator(identity);
                     }
                     request.extensions_mut().insert(identity);
                 }

@@ -1,19 +1,22 @@
 //! The tower layer that applies fault rules to every kmsim call before it reaches its
 //! service: it fails the call with the injected status, or delays it, or lets it through.
-//! The request is read only when a rule for the method filters by instance or key; then its
-//! first protobuf field (the `instance` or `key` reference of every kmsim request) is the
-//! call's subject.
+//! The rules that filter by instance or key are left, in the call's context, to the edge,
+//! which applies them ([`apply_to_subject`]) as soon as it has parsed what the request names.
+//! With no rule in force a call costs one atomic load and its body is never read; only a call
+//! that a method rule fails or delays (so that it never reaches the edge, or may be cancelled
+//! before it does) has its first field decoded here (with prost) to name its subject.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http_body_util::BodyExt;
+use prost::Message;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
+use crate::audit::{CallContext, Subject};
 use crate::error::KmsError;
-use crate::faults::{Faults, Injection};
+use crate::faults::{Faults, Injection, Scope};
 
 /// Calls to these paths are never faulted: the simulator's controls (so faults can always be
 /// cleared), health and reflection.
@@ -72,109 +75,152 @@ where
         // The clone that was not made ready takes `self`'s place (tower's usual pattern).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let path = request.uri().path().to_owned();
-        if exempt(&path) || self.faults.is_empty() {
+        let path = request.uri().path();
+        if self.faults.is_empty() || exempt(path) {
             return Box::pin(inner.call(request));
         }
-        let faults = Arc::clone(&self.faults);
-        let note = request
-            .extensions()
-            .get::<crate::audit::AuditNote>()
-            .cloned();
-        Box::pin(async move {
-            let (request, subject) = if faults.needs_subject(&path) {
-                let (parts, body) = request.into_parts();
-                let bytes = match body.collect().await {
-                    Ok(collected) => collected.to_bytes(),
-                    // An unreadable body cannot be matched; the service reports it.
-                    Err(_) => Bytes::new(),
-                };
-                let subject = first_string_field(&bytes);
-                let body = Body::new(http_body_util::Full::new(bytes));
-                (http::Request::from_parts(parts, body), subject)
-            } else {
-                (request, None)
-            };
-            match faults.decide(&path, subject.as_deref()) {
-                Some(Injection::Fail(failure)) => {
-                    tracing::info!(%path, ?failure, "injected fault");
-                    if let Some(note) = &note {
-                        note.mark_injected(None);
+        let context = request.extensions().get::<CallContext>().cloned();
+        if self.faults.needs_subject(path) {
+            if let Some(context) = &context {
+                context.defer_faults(Arc::clone(&self.faults));
+            }
+        }
+        match self.faults.decide(path, Scope::Method) {
+            Some(Injection::Fail(failure)) => {
+                tracing::info!(%path, ?failure, "injected fault");
+                Box::pin(async move {
+                    if let Some(context) = &context {
+                        context.mark_injected(None);
+                        // The call never reaches the edge, so its subject is read here: only
+                        // on this path, where a rule fails the call, is the body read.
+                        if let Some(subject) = subject_of(request.into_body()).await {
+                            context.name_subject(subject);
+                        }
                     }
                     Ok(tonic::Status::from(KmsError::Injected(failure)).into_http())
+                })
+            }
+            Some(Injection::Delay(delay)) => {
+                tracing::info!(%path, ?delay, "injected latency");
+                if let Some(context) = &context {
+                    context.mark_injected(Some(delay));
                 }
-                Some(Injection::Delay(delay)) => {
-                    tracing::info!(%path, ?delay, "injected latency");
-                    if let Some(note) = &note {
-                        note.mark_injected(Some(delay));
-                    }
+                Box::pin(async move {
+                    // A call cancelled while it waits never reaches the edge: name its subject
+                    // now (only a call a rule delays has its body read here).
+                    let request = match &context {
+                        Some(context) => {
+                            let (parts, body) = request.into_parts();
+                            let bytes = match body.collect().await {
+                                Ok(collected) => collected.to_bytes(),
+                                // An unreadable body fails in the service too.
+                                Err(_) => bytes::Bytes::new(),
+                            };
+                            if let Some(subject) = subject_in(&bytes) {
+                                context.name_subject(subject);
+                            }
+                            let body = Body::new(http_body_util::Full::new(bytes));
+                            http::Request::from_parts(parts, body)
+                        }
+                        None => request,
+                    };
                     tokio::time::sleep(delay).await;
                     inner.call(request).await
-                }
-                None => inner.call(request).await,
+                })
             }
-        })
+            None => Box::pin(inner.call(request)),
+        }
     }
 }
 
-/// Field 1 of the (uncompressed) message in a unary gRPC request body, when it is a UTF-8
-/// length-delimited field.
-pub(crate) fn first_string_field(body: &[u8]) -> Option<String> {
-    // The gRPC frame: compression flag, 4-byte length, message.
-    let (&[0, a, b, c, d], rest) = body.split_first_chunk::<5>()? else {
+/// The subject named by a request body's first field (the key or instance reference every
+/// kmsim request that names one starts with), decoded with prost.
+async fn subject_of(body: Body) -> Option<Subject> {
+    subject_in(&body.collect().await.ok()?.to_bytes())
+}
+
+/// The subject named by the first field of the uncompressed unary gRPC body `bytes`.
+fn subject_in(bytes: &[u8]) -> Option<Subject> {
+    /// The first field of every kmsim request that names a key or an instance.
+    #[derive(Clone, PartialEq, Message)]
+    struct Named {
+        #[prost(string, tag = "1")]
+        subject: String,
+    }
+
+    // The gRPC message prefix: an uncompressed flag and the message's length.
+    let (&[0, a, b, c, d], message) = bytes.split_first_chunk::<5>()? else {
         return None;
     };
-    let len = usize::try_from(u32::from_be_bytes([a, b, c, d])).ok()?;
-    let mut message = rest.get(..len)?;
-    while !message.is_empty() {
-        let tag = prost::encoding::decode_varint(&mut message).ok()?;
-        let (field, wire_type) = (tag >> 3, tag & 7);
-        let skip = match wire_type {
-            0 => {
-                prost::encoding::decode_varint(&mut message).ok()?;
-                0
-            }
-            1 => 8,
-            2 => {
-                let len =
-                    usize::try_from(prost::encoding::decode_varint(&mut message).ok()?).ok()?;
-                if field == 1 {
-                    return std::str::from_utf8(message.get(..len)?)
-                        .ok()
-                        .map(str::to_owned);
-                }
-                len
-            }
-            5 => 4,
-            _ => return None,
-        };
-        message = message.get(skip..)?;
+    let length = usize::try_from(u32::from_be_bytes([a, b, c, d])).ok()?;
+    let named = Named::decode(message.get(..length)?).ok()?;
+    parse_subject(&named.subject)
+}
+
+/// A key reference, else an instance reference.
+fn parse_subject(text: &str) -> Option<Subject> {
+    if let Ok(key) = text.parse::<crate::kms::ids::KeyRef>() {
+        return Some(Subject::Key(key));
     }
-    None
+    let instance: crate::kms::ids::InstanceRef = text.parse().ok()?;
+    Some(Subject::Instance(instance.id()))
+}
+
+/// Records `subject` as what the call of `context` names, and applies the fault rules the
+/// layer left to it: an injected failure is returned as the call's error; an injected delay
+/// is waited out here. The edge calls it as soon as it has parsed the request's subject.
+pub async fn apply_to_subject(
+    context: Option<&CallContext>,
+    subject: Subject,
+) -> Result<(), tonic::Status> {
+    let Some(context) = context else {
+        return Ok(());
+    };
+    let Some((faults, path, subject)) = context.name_subject(subject) else {
+        return Ok(());
+    };
+    match faults.decide(&path, Scope::Subject(&subject)) {
+        Some(Injection::Fail(failure)) => {
+            tracing::info!(%path, ?failure, "injected fault");
+            context.mark_injected(None);
+            Err(KmsError::Injected(failure).into())
+        }
+        Some(Injection::Delay(delay)) => {
+            tracing::info!(%path, ?delay, "injected latency");
+            context.mark_injected(Some(delay));
+            tokio::time::sleep(delay).await;
+            Ok(())
+        }
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn frame(message: &[u8]) -> Vec<u8> {
-        let mut body = vec![0];
-        body.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
-        body.extend_from_slice(message);
-        body
-    }
-
-    #[test]
-    fn reads_the_first_string_field() {
-        // field 2 varint 5, field 1 "abc"
+    #[tokio::test]
+    async fn a_failed_call_names_the_subject_of_its_body() {
+        let instance = crate::kms::ids::InstanceId::from_bytes([1; 16]);
+        let frame = |message: &[u8]| {
+            let mut body = vec![0];
+            body.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+            body.extend_from_slice(message);
+            Body::new(http_body_util::Full::new(bytes::Bytes::from(body)))
+        };
+        let text = instance.to_string();
+        let mut message = vec![0x10, 5, 0x0A, u8::try_from(text.len()).unwrap()];
+        message.extend_from_slice(text.as_bytes());
         assert_eq!(
-            first_string_field(&frame(&[0x10, 5, 0x0A, 3, b'a', b'b', b'c'])),
-            Some("abc".to_owned())
+            subject_of(frame(&message)).await,
+            Some(Subject::Instance(instance))
         );
-        assert_eq!(first_string_field(&frame(&[0x10, 5])), None);
-        assert_eq!(first_string_field(&frame(&[0x0A, 9, b'a'])), None);
-        assert_eq!(first_string_field(&[1, 0, 0, 0, 0]), None);
-        assert_eq!(first_string_field(&[]), None);
+        assert_eq!(subject_of(frame(&[0x10, 5])).await, None);
+        assert_eq!(subject_of(frame(&[0x0A, 9, b'a'])).await, None);
+        assert_eq!(
+            subject_of(Body::new(http_body_util::Full::new(bytes::Bytes::new()))).await,
+            None
+        );
     }
 
     #[test]

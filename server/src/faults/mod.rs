@@ -3,15 +3,25 @@
 //! error) or run late, on every Nth matching call or with a probability drawn from a seeded
 //! generator, for a number of firings or until cleared.
 //!
-//! [`Faults`] holds the rules; [`layer::FaultLayer`] applies them to every call before it
-//! reaches a service. The simulator's own service is never matched, so faults can always be
-//! cleared.
+//! [`Faults`] holds the rules; [`layer::FaultLayer`] applies the rules that match on the
+//! method alone to every call before it reaches a service, and leaves the rules that filter
+//! by instance or key to the edge, which applies them once it has parsed what the request
+//! names (see [`crate::audit::context`]). The simulator's own service is never matched, so
+//! faults can always be cleared.
+//!
+//! Reading is lock-free: the layer asks a published summary of the rules (an `arc-swap`
+//! pointer, one atomic load) whether any rule matches the call's method, so with no rule in
+//! force (the normal case) a call costs one load and never touches a lock. Only a call that
+//! a rule matches takes the rules' mutex, to count it and draw its trigger.
 
 pub mod layer;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
+use crate::audit::Subject;
 use crate::kms::ids::{InstanceId, KeyId};
 use crate::kms::lock;
 
@@ -196,10 +206,30 @@ pub enum Injection {
     Delay(Duration),
 }
 
+/// Which rules a decision considers.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// The rules that match on the method alone (decided by the layer, before the call).
+    Method,
+    /// The rules that filter by instance or key, for a call naming this subject (decided by
+    /// the edge once it has parsed the request).
+    Subject(&'a Subject),
+}
+
+/// What the lock-free read side knows of one rule.
+#[derive(Debug, Clone)]
+struct Summary {
+    method: MethodPattern,
+    filtered: bool,
+}
+
 /// The fault rules in force.
 #[derive(Debug, Default)]
 pub struct Faults {
+    /// The rules with their counters; every change republishes `summary`.
     rules: Mutex<Vec<ActiveRule>>,
+    /// The published summary of `rules`, read without a lock.
+    summary: ArcSwap<Vec<Summary>>,
     /// Rule ids (seeded under `--deterministic`).
     random: crate::random::Randomness,
 }
@@ -209,8 +239,23 @@ impl Faults {
     pub fn with_random(random: crate::random::Randomness) -> Self {
         Self {
             rules: Mutex::default(),
+            summary: ArcSwap::default(),
             random,
         }
+    }
+
+    /// Republishes the summary of `rules` (called with the rules' mutex held, so summaries
+    /// are published in the order of the changes).
+    fn publish(&self, rules: &[ActiveRule]) {
+        self.summary.store(Arc::new(
+            rules
+                .iter()
+                .map(|r| Summary {
+                    method: r.rule.method.clone(),
+                    filtered: r.rule.instance.is_some() || r.rule.key.is_some(),
+                })
+                .collect(),
+        ));
     }
 
     /// Adds a rule and returns it with its id.
@@ -226,7 +271,9 @@ impl Faults {
             fired: 0,
             draws,
         };
-        lock(&self.rules).push(active.clone());
+        let mut rules = lock(&self.rules);
+        rules.push(active.clone());
+        self.publish(&rules);
         active
     }
 
@@ -243,36 +290,53 @@ impl Faults {
             Some(id) => rules.retain(|r| r.id != id),
             None => rules.clear(),
         }
+        self.publish(&rules);
         before - rules.len()
     }
 
-    /// Whether any rule is in force (the layer's fast path).
+    /// Whether no rule is in force (lock-free).
     pub fn is_empty(&self) -> bool {
-        lock(&self.rules).is_empty()
+        self.summary.load().is_empty()
     }
 
-    /// Whether some rule for `path` needs the call's subject (an instance or key filter),
-    /// so the layer must read the request.
+    /// Whether some rule in `scope`'s family may match a call to `path` (lock-free): only
+    /// then does a decision take the rules' mutex.
+    fn may_match(&self, path: &str, filtered: bool) -> bool {
+        self.summary
+            .load()
+            .iter()
+            .any(|r| r.filtered == filtered && r.method.matches(path))
+    }
+
+    /// Whether some rule for `path` filters by instance or key, so the edge must decide it
+    /// once it knows what the call names (lock-free).
     pub fn needs_subject(&self, path: &str) -> bool {
-        lock(&self.rules).iter().any(|r| {
-            (r.rule.instance.is_some() || r.rule.key.is_some()) && r.rule.method.matches(path)
-        })
+        self.may_match(path, true)
     }
 
-    /// Decides a call to `path` whose first request field is `subject`. Every matching rule
-    /// counts the call and draws its trigger; the oldest rule that fires decides; every rule
-    /// that fires counts it, and rules whose count is used up are removed.
-    pub fn decide(&self, path: &str, subject: Option<&str>) -> Option<Injection> {
+    /// Decides a call to `path` among the rules of `scope`. Every matching rule counts the
+    /// call and draws its trigger; the oldest rule that fires decides; every rule that fires
+    /// counts it, and rules whose count is used up are removed.
+    pub fn decide(&self, path: &str, scope: Scope<'_>) -> Option<Injection> {
+        let filtered = matches!(scope, Scope::Subject(_));
+        if !self.may_match(path, filtered) {
+            return None;
+        }
         let mut rules = lock(&self.rules);
         let mut decision = None;
         for active in rules.iter_mut() {
             let rule = &active.rule;
-            let names = |id: String| subject.is_some_and(|s| s.contains(&id));
-            if !rule.method.matches(path)
-                || rule.instance.is_some_and(|i| !names(i.to_string()))
-                || rule.key.is_some_and(|k| !names(k.to_string()))
+            if (rule.instance.is_some() || rule.key.is_some()) != filtered
+                || !rule.method.matches(path)
             {
                 continue;
+            }
+            if let Scope::Subject(subject) = scope {
+                if rule.instance.is_some_and(|i| subject.instance() != i)
+                    || rule.key.is_some_and(|k| !subject.names_key(k))
+                {
+                    continue;
+                }
             }
             active.matched += 1;
             let fires = match (rule.trigger, active.draws.as_mut()) {
@@ -299,7 +363,11 @@ impl Faults {
                 });
             }
         }
+        let before = rules.len();
         rules.retain(|r| r.rule.count.is_none_or(|count| r.fired < u64::from(count)));
+        if rules.len() != before {
+            self.publish(&rules);
+        }
         decision
     }
 }
@@ -307,6 +375,7 @@ impl Faults {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kms::ids::KeyRef;
 
     fn rule(method: &str, trigger: Trigger, count: Option<u32>) -> FaultRule {
         FaultRule {
@@ -348,7 +417,7 @@ mod tests {
         let fired: Vec<bool> = (0..9)
             .map(|_| {
                 faults
-                    .decide("/kmsim.v1.KeyService/WrapKey", None)
+                    .decide("/kmsim.v1.KeyService/WrapKey", Scope::Method)
                     .is_some()
             })
             .collect();
@@ -357,6 +426,46 @@ mod tests {
             [false, false, true, false, false, true, false, false, false]
         );
         assert!(faults.is_empty());
+    }
+
+    #[test]
+    fn filtered_rules_are_decided_by_subject_and_others_by_method() {
+        let faults = Faults::default();
+        let instance = InstanceId::from_bytes([1; 16]);
+        let key = KeyId::from_bytes([2; 16]);
+        let path = "/kmsim.v1.KeyService/WrapKey";
+        assert_eq!(faults.decide(path, Scope::Method), None);
+        faults.inject(FaultRule {
+            key: Some(key),
+            ..rule("WrapKey", Trigger::EveryNth(1), None)
+        });
+        assert!(faults.needs_subject(path));
+        assert!(!faults.needs_subject("/kmsim.v1.KeyService/GetKey"));
+        // The method scope does not see a filtered rule.
+        assert_eq!(faults.decide(path, Scope::Method), None);
+        let other: KeyRef = format!("instances/{instance}/keys/{}", KeyId::from_bytes([3; 16]))
+            .parse()
+            .unwrap();
+        assert_eq!(
+            faults.decide(path, Scope::Subject(&Subject::Key(other))),
+            None
+        );
+        let named: KeyRef = format!("instances/{instance}/keys/{key}").parse().unwrap();
+        assert_eq!(
+            faults.decide(path, Scope::Subject(&Subject::Key(named))),
+            Some(Injection::Fail(InjectedFailure::Internal))
+        );
+        faults.inject(FaultRule {
+            instance: Some(InstanceId::from_bytes([9; 16])),
+            ..rule("*", Trigger::EveryNth(1), None)
+        });
+        assert_eq!(
+            faults.decide(path, Scope::Subject(&Subject::Instance(instance))),
+            None
+        );
+        assert_eq!(faults.list().iter().map(|r| r.matched).sum::<u64>(), 1);
+        assert_eq!(faults.clear(None), 2);
+        assert!(faults.is_empty() && !faults.needs_subject(path));
     }
 
     #[test]

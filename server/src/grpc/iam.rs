@@ -334,8 +334,12 @@ impl IamService for Iam {
         request: Request<pb::ListAuthorizationsRequest>,
     ) -> Result<Response<pb::ListAuthorizationsResponse>, Status> {
         let who = caller(&request)?;
+        let call = crate::grpc::context(&request);
         let request = request.into_inner();
         let target = optional_instance("target_instance", &request.target_instance)?;
+        if let Some(target) = target {
+            crate::grpc::name_instance(call.as_ref(), target).await?;
+        }
         let source = optional("source_service_name", &request.source_service_name)?;
         let size = page_size("page_size", request.page_size, 100, 1000)?;
         let after = page_token::decode(&request.page_token)?;

@@ -7,7 +7,7 @@ use pb::instance_service_server::InstanceService;
 use tonic::{Request, Response, Status};
 
 use crate::error::{FieldProblem, KmsError};
-use crate::grpc::{blocking, caller, page_size, page_token, parse, text};
+use crate::grpc::{blocking, caller, context, name_instance, page_size, page_token, parse, text};
 use crate::kms::ids::{InstanceId, InstanceRef};
 use crate::kms::records::{Flavor, InstanceRecord};
 use crate::kms::{Kms, NewInstance};
@@ -69,7 +69,7 @@ impl InstanceService for Instances {
         request: Request<pb::CreateInstanceRequest>,
     ) -> Result<Response<pb::CreateInstanceResponse>, Status> {
         let who = caller(&request)?;
-        let note = crate::grpc::audit_note(&request);
+        let call = context(&request);
         let request = request.into_inner();
         let new = NewInstance {
             name: text("name", &request.name, 1, 90)?,
@@ -78,8 +78,8 @@ impl InstanceService for Instances {
             account: optional("account_id", &request.account_id)?,
         };
         let record = blocking(&self.kms, move |kms| kms.create_instance(&who, new)).await?;
-        if let Some(note) = note {
-            note.set_target(&record.crn());
+        if let Some(call) = &call {
+            call.set_target(&record.crn());
         }
         Ok(Response::new(pb::CreateInstanceResponse {
             instance: Some(to_proto(&record)),
@@ -91,7 +91,9 @@ impl InstanceService for Instances {
         request: Request<pb::GetInstanceRequest>,
     ) -> Result<Response<pb::GetInstanceResponse>, Status> {
         let who = caller(&request)?;
+        let call = context(&request);
         let reference: InstanceRef = parse("instance", &request.get_ref().instance)?;
+        name_instance(call.as_ref(), reference.id()).await?;
         let record = self.kms.get_instance(&who, &reference)?;
         Ok(Response::new(pb::GetInstanceResponse {
             instance: Some(to_proto(&record)),
@@ -126,8 +128,10 @@ impl InstanceService for Instances {
         request: Request<pb::DeleteInstanceRequest>,
     ) -> Result<Response<pb::DeleteInstanceResponse>, Status> {
         let who = caller(&request)?;
+        let call = context(&request);
         let request = request.into_inner();
         let reference: InstanceRef = parse("instance", &request.instance)?;
+        name_instance(call.as_ref(), reference.id()).await?;
         blocking(&self.kms, move |kms| {
             kms.delete_instance(&who, &reference, request.force)
         })

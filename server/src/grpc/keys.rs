@@ -8,10 +8,13 @@ use pb::key_service_server::KeyService;
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
-use crate::audit::AuditNote;
+use crate::audit::CallContext;
 use crate::clock::Timestamp;
 use crate::error::{FieldProblem, KmsError};
-use crate::grpc::{audit_note, blocking, caller, page_size, page_token, parse, policies, text};
+use crate::grpc::{
+    blocking, caller, context, name_instance, name_key, page_size, page_token, parse, policies,
+    text,
+};
 use crate::kms::iam::Action as Permission;
 use crate::kms::ids::{Alias, InstanceRef, KeyId, KeyRef};
 use crate::kms::keys::KeySearch;
@@ -175,10 +178,10 @@ fn key_size(bits: i32) -> Result<usize, KmsError> {
     }
 }
 
-/// Tells the call's audit note the key as the call left it.
-fn note_key(note: Option<AuditNote>, view: &KeyView) {
-    if let Some(note) = note {
-        note.set_key(view);
+/// Tells the call's context the key as the call left it.
+fn note_key(call: Option<CallContext>, view: &KeyView) {
+    if let Some(call) = call {
+        call.set_key(view);
     }
 }
 
@@ -201,11 +204,12 @@ impl KeyService for Keys {
         request: Request<pb::CreateKeyRequest>,
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
         let who = caller(&request)?;
-        let note = audit_note(&request);
+        let call = context(&request);
         let request = request.into_inner();
         // Authorization first: a caller learns nothing of the rules of an instance it may not
         // create keys in (the domain checks again, with the rest of the request).
         let instance = parse::<InstanceRef>("instance", &request.instance)?;
+        name_instance(call.as_ref(), instance.id()).await?;
         self.kms
             .authorize(&who, Some(instance.id()), Permission::CreateKey)?;
         let kind = match pb::KeyType::try_from(request.r#type) {
@@ -253,7 +257,7 @@ impl KeyService for Keys {
             material,
         };
         let view = blocking(&self.kms, move |kms| kms.create_key(&who, new)).await?;
-        note_key(note, &view);
+        note_key(call, &view);
         Ok(Response::new(pb::CreateKeyResponse {
             key: Some(key_to_proto(&view)),
         }))
@@ -264,9 +268,11 @@ impl KeyService for Keys {
         request: Request<pb::GetKeyRequest>,
     ) -> Result<Response<pb::GetKeyResponse>, Status> {
         let who = caller(&request)?;
+        let call = context(&request);
         let key = key_ref(&request.get_ref().key)?;
+        name_key(call.as_ref(), &key).await?;
         let view = self.kms.get_key(&who, &key)?;
-        note_key(audit_note(&request), &view);
+        note_key(call, &view);
         Ok(Response::new(pb::GetKeyResponse {
             key: Some(key_to_proto(&view)),
         }))
@@ -277,7 +283,12 @@ impl KeyService for Keys {
         request: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         let who = caller(&request)?;
+        let call = context(&request);
         let request = request.into_inner();
+        let instance = parse::<InstanceRef>("instance", &request.instance);
+        if let Ok(instance) = &instance {
+            name_instance(call.as_ref(), instance.id()).await?;
+        }
         let states = request
             .states
             .iter()
@@ -300,7 +311,7 @@ impl KeyService for Keys {
             }),
         };
         let query = KeyListQuery {
-            instance: parse("instance", &request.instance)?,
+            instance: instance?,
             page_size: page_size("page_size", request.page_size, 2000, 5000)?,
             after: page_token::decode(&request.page_token)?
                 .map(|(t, id)| (t, KeyId::from_uuid(id))),
@@ -328,16 +339,17 @@ impl KeyService for Keys {
         request: Request<pb::WrapKeyRequest>,
     ) -> Result<Response<pb::WrapKeyResponse>, Status> {
         let who = caller(&request)?;
-        let note = audit_note(&request);
+        let call = context(&request);
         let request = request.into_inner();
         let key = key_ref(&request.key)?;
+        name_key(call.as_ref(), &key).await?;
         if request.plaintext.len() > MAX_WRAP_PLAINTEXT {
             return Err(KmsError::field("plaintext", FieldProblem::TooLong).into());
         }
         let plaintext = (!request.plaintext.is_empty()).then(|| Zeroizing::new(request.plaintext));
         let aad = aad(request.aad)?;
         let result = self.kms.wrap(&who, &key, plaintext, &aad)?;
-        if let Some(note) = note {
+        if let Some(note) = &call {
             note.set_key_version(result.version.id);
         }
         Ok(Response::new(pb::WrapKeyResponse {
@@ -352,14 +364,15 @@ impl KeyService for Keys {
         request: Request<pb::UnwrapKeyRequest>,
     ) -> Result<Response<pb::UnwrapKeyResponse>, Status> {
         let who = caller(&request)?;
-        let note = audit_note(&request);
+        let call = context(&request);
         let request = request.into_inner();
         let key = key_ref(&request.key)?;
+        name_key(call.as_ref(), &key).await?;
         let aad = aad(request.aad)?;
         let result = self
             .kms
             .unwrap(&who, &key, ciphertext(&request.ciphertext)?, &aad)?;
-        if let Some(note) = note {
+        if let Some(note) = &call {
             // The version that made the ciphertext, and the one it was rewrapped under.
             note.set_key_version(result.version.id);
             if let Some((_, version)) = &result.rewrapped {
@@ -383,14 +396,15 @@ impl KeyService for Keys {
         request: Request<pb::RewrapKeyRequest>,
     ) -> Result<Response<pb::RewrapKeyResponse>, Status> {
         let who = caller(&request)?;
-        let note = audit_note(&request);
+        let call = context(&request);
         let request = request.into_inner();
         let key = key_ref(&request.key)?;
+        name_key(call.as_ref(), &key).await?;
         let aad = aad(request.aad)?;
         let result = self
             .kms
             .rewrap(&who, &key, ciphertext(&request.ciphertext)?, &aad)?;
-        if let Some(note) = note {
+        if let Some(note) = &call {
             note.set_key_version(result.version.id);
             note.set_rewrapped_key_version(result.rewrapped_version.id);
         }
@@ -406,9 +420,10 @@ impl KeyService for Keys {
         request: Request<pb::RotateKeyRequest>,
     ) -> Result<Response<pb::RotateKeyResponse>, Status> {
         let who = caller(&request)?;
-        let note = audit_note(&request);
+        let call = context(&request);
         let request = request.into_inner();
         let key = key_ref(&request.key)?;
+        name_key(call.as_ref(), &key).await?;
         let material = match request.material {
             None => None,
             Some(pb::rotate_key_request::Material::Payload(bytes)) => {
@@ -419,7 +434,7 @@ impl KeyService for Keys {
             }
         };
         let view = blocking(&self.kms, move |kms| kms.rotate_key(&who, &key, material)).await?;
-        note_key(note, &view);
+        note_key(call, &view);
         Ok(Response::new(pb::RotateKeyResponse {
             key: Some(key_to_proto(&view)),
         }))
@@ -430,8 +445,10 @@ impl KeyService for Keys {
         request: Request<pb::ListKeyVersionsRequest>,
     ) -> Result<Response<pb::ListKeyVersionsResponse>, Status> {
         let who = caller(&request)?;
+        let call = context(&request);
         let request = request.into_inner();
         let key = key_ref(&request.key)?;
+        name_key(call.as_ref(), &key).await?;
         let size = page_size("page_size", request.page_size, 200, 1000)?;
         let after = page_token::decode(&request.page_token)?;
         let versions = self.kms.list_key_versions(&who, &key)?;
@@ -462,9 +479,11 @@ impl KeyService for Keys {
         request: Request<pb::DisableKeyRequest>,
     ) -> Result<Response<pb::DisableKeyResponse>, Status> {
         let who = caller(&request)?;
+        let call = context(&request);
         let key = key_ref(&request.get_ref().key)?;
+        name_key(call.as_ref(), &key).await?;
         let view = blocking(&self.kms, move |kms| kms.disable_key(&who, &key)).await?;
-        note_key(audit_note(&request), &view);
+        note_key(call, &view);
         Ok(Response::new(pb::DisableKeyResponse {
             key: Some(key_to_proto(&view)),
         }))
@@ -475,9 +494,11 @@ impl KeyService for Keys {
         request: Request<pb::EnableKeyRequest>,
     ) -> Result<Response<pb::EnableKeyResponse>, Status> {
         let who = caller(&request)?;
+        let call = context(&request);
         let key = key_ref(&request.get_ref().key)?;
+        name_key(call.as_ref(), &key).await?;
         let view = blocking(&self.kms, move |kms| kms.enable_key(&who, &key)).await?;
-        note_key(audit_note(&request), &view);
+        note_key(call, &view);
         Ok(Response::new(pb::EnableKeyResponse {
             key: Some(key_to_proto(&view)),
         }))
@@ -488,14 +509,15 @@ impl KeyService for Keys {
         request: Request<pb::DeleteKeyRequest>,
     ) -> Result<Response<pb::DeleteKeyResponse>, Status> {
         let who = caller(&request)?;
-        let note = audit_note(&request);
+        let call = context(&request);
         let request = request.into_inner();
         let key = key_ref(&request.key)?;
+        name_key(call.as_ref(), &key).await?;
         let view = blocking(&self.kms, move |kms| {
             kms.delete_key(&who, &key, request.force)
         })
         .await?;
-        note_key(note, &view);
+        note_key(call, &view);
         Ok(Response::new(pb::DeleteKeyResponse {
             key: Some(key_to_proto(&view)),
         }))
@@ -506,9 +528,11 @@ impl KeyService for Keys {
         request: Request<pb::RestoreKeyRequest>,
     ) -> Result<Response<pb::RestoreKeyResponse>, Status> {
         let who = caller(&request)?;
+        let call = context(&request);
         let key = key_ref(&request.get_ref().key)?;
+        name_key(call.as_ref(), &key).await?;
         let view = blocking(&self.kms, move |kms| kms.restore_key(&who, &key)).await?;
-        note_key(audit_note(&request), &view);
+        note_key(call, &view);
         Ok(Response::new(pb::RestoreKeyResponse {
             key: Some(key_to_proto(&view)),
         }))
@@ -519,9 +543,11 @@ impl KeyService for Keys {
         request: Request<pb::PurgeKeyRequest>,
     ) -> Result<Response<pb::PurgeKeyResponse>, Status> {
         let who = caller(&request)?;
+        let call = context(&request);
         let key = key_ref(&request.get_ref().key)?;
+        name_key(call.as_ref(), &key).await?;
         let view = blocking(&self.kms, move |kms| kms.purge_key(&who, &key)).await?;
-        note_key(audit_note(&request), &view);
+        note_key(call, &view);
         Ok(Response::new(pb::PurgeKeyResponse {
             key: Some(key_to_proto(&view)),
         }))
@@ -532,8 +558,10 @@ impl KeyService for Keys {
         request: Request<pb::CreateKeyAliasRequest>,
     ) -> Result<Response<pb::CreateKeyAliasResponse>, Status> {
         let who = caller(&request)?;
+        let call = context(&request);
         let request = request.into_inner();
         let key = key_ref(&request.key)?;
+        name_key(call.as_ref(), &key).await?;
         let alias: Alias = parse("alias", &request.alias)?;
         let (key_id, record) = blocking(&self.kms, move |kms| {
             kms.create_key_alias(&who, &key, alias)
@@ -553,8 +581,10 @@ impl KeyService for Keys {
         request: Request<pb::DeleteKeyAliasRequest>,
     ) -> Result<Response<pb::DeleteKeyAliasResponse>, Status> {
         let who = caller(&request)?;
+        let call = context(&request);
         let request = request.into_inner();
         let key = key_ref(&request.key)?;
+        name_key(call.as_ref(), &key).await?;
         let alias: Alias = parse("alias", &request.alias)?;
         blocking(&self.kms, move |kms| {
             kms.delete_key_alias(&who, &key, &alias)
@@ -568,8 +598,10 @@ impl KeyService for Keys {
         request: Request<pb::CreateImportTokenRequest>,
     ) -> Result<Response<pb::CreateImportTokenResponse>, Status> {
         let who = caller(&request)?;
+        let call = context(&request);
         let request = request.into_inner();
         let instance: InstanceRef = parse("instance", &request.instance)?;
+        name_instance(call.as_ref(), instance.id()).await?;
         let seconds = match request.expiration_seconds {
             0 => 600,
             s @ 300..=86_400 => s,
@@ -602,7 +634,9 @@ impl KeyService for Keys {
         request: Request<pb::GetImportTokenRequest>,
     ) -> Result<Response<pb::GetImportTokenResponse>, Status> {
         let who = caller(&request)?;
+        let call = context(&request);
         let instance: InstanceRef = parse("instance", &request.get_ref().instance)?;
+        name_instance(call.as_ref(), instance.id()).await?;
         let view = blocking(&self.kms, move |kms| kms.get_import_token(&who, &instance)).await?;
         Ok(Response::new(pb::GetImportTokenResponse {
             token: Some(token_to_proto(&view)),

@@ -12,9 +12,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::error::{FieldProblem, KmsError};
-use crate::grpc::{blocking, caller, parse};
+use crate::grpc::{blocking, caller, context, name_instance, name_key, parse};
 use crate::kms::Kms;
-use crate::kms::ids::{KeyRef, KeyVersionId, LifecycleEventId, ResourceCrn};
+use crate::kms::ids::{InstanceRef, KeyRef, KeyVersionId, LifecycleEventId, ResourceCrn};
 use crate::kms::lifecycle::{DeliveryStatus, LifecycleEventRecord, LifecycleKind};
 use crate::kms::state::KeyState;
 
@@ -90,7 +90,9 @@ pub async fn sync_key(
     request: Request<pb::SyncKeyRequest>,
 ) -> Result<Response<pb::SyncKeyResponse>, Status> {
     let who = caller(&request)?;
+    let call = context(&request);
     let key: KeyRef = parse("key", &request.get_ref().key)?;
+    name_key(call.as_ref(), &key).await?;
     let events = blocking(kms, move |kms| kms.sync_key(&who, &key)).await?;
     Ok(Response::new(pb::SyncKeyResponse {
         events: events.iter().map(|e| event_to_proto(e)).collect(),
@@ -107,12 +109,19 @@ pub async fn watch_lifecycle_events(
     request: Request<pb::WatchLifecycleEventsRequest>,
 ) -> Result<Response<LifecycleEventStream>, Status> {
     let who = caller(&request)?;
+    let call = context(&request);
     let request = request.into_inner();
     let resource: Option<ResourceCrn> = if request.resource_crn.is_empty() {
         None
     } else {
         Some(parse("resource_crn", &request.resource_crn)?)
     };
+    // A resource of this simulator (a key or an instance) is the call's subject.
+    if let Ok(key) = request.resource_crn.parse::<KeyRef>() {
+        name_key(call.as_ref(), &key).await?;
+    } else if let Ok(instance) = request.resource_crn.parse::<InstanceRef>() {
+        name_instance(call.as_ref(), instance.id()).await?;
+    }
     // Subscribe before the first read, so nothing appended in between is missed.
     let mut notified = kms.subscribe_lifecycle();
     let domain = Arc::downgrade(kms);
@@ -152,7 +161,7 @@ pub async fn ack_lifecycle_event(
     request: Request<pb::AckLifecycleEventRequest>,
 ) -> Result<Response<pb::AckLifecycleEventResponse>, Status> {
     let who = caller(&request)?;
-    let note = crate::grpc::audit_note(&request);
+    let note = crate::grpc::context(&request);
     let request = request.into_inner();
     let id: LifecycleEventId = parse("event_id", &request.event_id)?;
     // The event names its key: the audit event carries the key's CRN and instance, and the

@@ -19,10 +19,12 @@ use std::sync::Arc;
 
 use tonic::{Request, Status};
 
+use crate::audit::{CallContext, Subject};
 use crate::auth::{AuthFailure, Identity};
 use crate::error::{FieldProblem, KmsError};
+use crate::faults::layer::apply_to_subject;
 use crate::kms::Kms;
-use crate::kms::ids::ParseError;
+use crate::kms::ids::{InstanceId, KeyRef, ParseError};
 
 /// Parses a required field.
 pub(crate) fn parse<T: FromStr<Err = ParseError>>(
@@ -47,13 +49,28 @@ pub(crate) fn caller<T>(request: &Request<T>) -> Result<Identity, Status> {
         .ok_or_else(|| KmsError::Unauthenticated(AuthFailure::Missing).into())
 }
 
-/// The audit note of a call (put there by the audit layer), for handlers to add what they
-/// learn about the target (key state, versions). `None` when no audit layer runs.
-pub(crate) fn audit_note<T>(request: &Request<T>) -> Option<crate::audit::AuditNote> {
-    request
-        .extensions()
-        .get::<crate::audit::AuditNote>()
-        .cloned()
+/// The context of a call (put there by the audit layer), for the edge to name what the
+/// request targets and to add what it learns (key state, versions). `None` when no audit
+/// layer runs.
+pub(crate) fn context<T>(request: &Request<T>) -> Option<CallContext> {
+    request.extensions().get::<CallContext>().cloned()
+}
+
+/// Names `key` as the call's subject and applies the fault rules that filter by it; the
+/// edge calls it right after parsing the reference, before validating anything else.
+pub(crate) async fn name_key(call: Option<&CallContext>, key: &KeyRef) -> Result<(), Status> {
+    match call {
+        Some(call) => apply_to_subject(Some(call), Subject::Key(key.clone())).await,
+        None => Ok(()),
+    }
+}
+
+/// Names `instance` as the call's subject (see [`name_key`]).
+pub(crate) async fn name_instance(
+    call: Option<&CallContext>,
+    instance: InstanceId,
+) -> Result<(), Status> {
+    apply_to_subject(call, Subject::Instance(instance)).await
 }
 
 /// Runs a domain call that writes to the store on the blocking pool, so a flush never stalls

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::clock::Timestamp;
 use crate::error::{FieldProblem, KmsError};
-use crate::grpc::{blocking, caller, parse};
+use crate::grpc::{blocking, caller, context, name_instance, name_key, parse};
 use crate::kms::Kms;
 use crate::kms::ids::{Crn, InstanceRef, KeyRef};
 use crate::kms::policies::{
@@ -146,8 +146,10 @@ pub async fn set_key_policies(
     request: Request<pb::SetKeyPoliciesRequest>,
 ) -> Result<Response<pb::SetKeyPoliciesResponse>, Status> {
     let who = caller(&request)?;
+    let call = context(&request);
     let request = request.into_inner();
     let key: KeyRef = parse("key", &request.key)?;
+    name_key(call.as_ref(), &key).await?;
     if request.rotation.is_none() && request.dual_auth_delete.is_none() {
         return Err(KmsError::field("rotation", FieldProblem::Missing).into());
     }
@@ -171,7 +173,9 @@ pub async fn get_key_policies(
     request: Request<pb::GetKeyPoliciesRequest>,
 ) -> Result<Response<pb::GetKeyPoliciesResponse>, Status> {
     let who = caller(&request)?;
+    let call = context(&request);
     let key: KeyRef = parse("key", &request.get_ref().key)?;
+    name_key(call.as_ref(), &key).await?;
     let view = kms.get_key_policies(&who, &key)?;
     Ok(Response::new(pb::GetKeyPoliciesResponse {
         policies: Some(key_policies_to_proto(&view)),
@@ -184,7 +188,9 @@ pub async fn set_key_for_deletion(
     request: Request<pb::SetKeyForDeletionRequest>,
 ) -> Result<Response<pb::SetKeyForDeletionResponse>, Status> {
     let who = caller(&request)?;
+    let call = context(&request);
     let key: KeyRef = parse("key", &request.get_ref().key)?;
+    name_key(call.as_ref(), &key).await?;
     let view = blocking(kms, move |kms| kms.set_key_for_deletion(&who, &key)).await?;
     Ok(Response::new(pb::SetKeyForDeletionResponse {
         dual_auth_delete: Some(dual_auth_to_proto(&view.record, view.now)),
@@ -197,7 +203,9 @@ pub async fn unset_key_for_deletion(
     request: Request<pb::UnsetKeyForDeletionRequest>,
 ) -> Result<Response<pb::UnsetKeyForDeletionResponse>, Status> {
     let who = caller(&request)?;
+    let call = context(&request);
     let key: KeyRef = parse("key", &request.get_ref().key)?;
+    name_key(call.as_ref(), &key).await?;
     let view = blocking(kms, move |kms| kms.unset_key_for_deletion(&who, &key)).await?;
     Ok(Response::new(pb::UnsetKeyForDeletionResponse {
         dual_auth_delete: Some(dual_auth_to_proto(&view.record, view.now)),
@@ -210,8 +218,10 @@ pub async fn set_instance_policies(
     request: Request<pb::SetInstancePoliciesRequest>,
 ) -> Result<Response<pb::SetInstancePoliciesResponse>, Status> {
     let who = caller(&request)?;
+    let call = context(&request);
     let request = request.into_inner();
     let instance: InstanceRef = parse("instance", &request.instance)?;
+    name_instance(call.as_ref(), instance.id()).await?;
     if request.dual_auth_delete.is_none()
         && request.rotation.is_none()
         && request.key_create_import_access.is_none()
@@ -245,7 +255,9 @@ pub async fn get_instance_policies(
     request: Request<pb::GetInstancePoliciesRequest>,
 ) -> Result<Response<pb::GetInstancePoliciesResponse>, Status> {
     let who = caller(&request)?;
+    let call = context(&request);
     let instance: InstanceRef = parse("instance", &request.get_ref().instance)?;
+    name_instance(call.as_ref(), instance.id()).await?;
     let view = kms.get_instance_policies(&who, &instance)?;
     Ok(Response::new(pb::GetInstancePoliciesResponse {
         policies: Some(instance_policies_to_proto(&view)),

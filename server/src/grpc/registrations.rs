@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use crate::clock::Timestamp;
 use crate::error::{FieldProblem, KmsError};
-use crate::grpc::{blocking, caller, parse};
+use crate::grpc::{blocking, caller, context, name_key, parse};
 use crate::kms::Kms;
 use crate::kms::ids::{KeyRef, KeyVersionId, ResourceCrn};
 use crate::kms::registrations::{
@@ -76,9 +76,14 @@ impl RegistrationService for Registrations {
         request: Request<pb::CreateRegistrationRequest>,
     ) -> Result<Response<pb::CreateRegistrationResponse>, Status> {
         let who = caller(&request)?;
+        let call = context(&request);
         let request = request.into_inner();
+        let key = parse::<KeyRef>("key", &request.key);
+        if let Ok(key) = &key {
+            name_key(call.as_ref(), key).await?;
+        }
         let new = NewRegistration {
-            key: parse("key", &request.key)?,
+            key: key?,
             resource_crn: parse("resource_crn", &request.resource_crn)?,
             prevent_key_deletion: request.prevent_key_deletion,
             description: request.description,
@@ -95,6 +100,7 @@ impl RegistrationService for Registrations {
         request: Request<pb::ListRegistrationsRequest>,
     ) -> Result<Response<pb::ListRegistrationsResponse>, Status> {
         let who = caller(&request)?;
+        let call = context(&request);
         let request = request.into_inner();
         let resource: Option<ResourceCrn> = if request.resource_crn.is_empty() {
             None
@@ -107,6 +113,7 @@ impl RegistrationService for Registrations {
             )
         } else {
             let key: KeyRef = parse("key", &request.key)?;
+            name_key(call.as_ref(), &key).await?;
             RegistrationQuery::Key(key, resource)
         };
         let views = self.kms.list_registrations(&who, &query)?;
@@ -120,9 +127,14 @@ impl RegistrationService for Registrations {
         request: Request<pb::UpdateRegistrationRequest>,
     ) -> Result<Response<pb::UpdateRegistrationResponse>, Status> {
         let who = caller(&request)?;
+        let call = context(&request);
         let request = request.into_inner();
+        let key = parse::<KeyRef>("key", &request.key);
+        if let Ok(key) = &key {
+            name_key(call.as_ref(), key).await?;
+        }
         let update = RegistrationUpdate {
-            key: parse("key", &request.key)?,
+            key: key?,
             resource_crn: parse("resource_crn", &request.resource_crn)?,
             description: request.description,
             prevent_key_deletion: request.prevent_key_deletion,
@@ -139,8 +151,10 @@ impl RegistrationService for Registrations {
         request: Request<pb::DeleteRegistrationRequest>,
     ) -> Result<Response<pb::DeleteRegistrationResponse>, Status> {
         let who = caller(&request)?;
+        let call = context(&request);
         let request = request.into_inner();
         let key: KeyRef = parse("key", &request.key)?;
+        name_key(call.as_ref(), &key).await?;
         let resource: ResourceCrn = parse("resource_crn", &request.resource_crn)?;
         let retain = retain_for(request.retain_for)?;
         let view = blocking(&self.kms, move |kms| {

@@ -290,6 +290,11 @@ impl Kms {
                 aliases.insert(alias.clone(), id);
             }
         }
+        self.key_order.insert(
+            committed.instance,
+            (committed.create_time, id),
+            Arc::clone(&entry),
+        );
         self.keys.insert(id, entry);
         let view = self.view(&instance.record, committed, KeyState::Active, now);
         self.with_payload(&instance, view)
@@ -326,34 +331,35 @@ impl Kms {
         } else {
             &query.states
         };
-        let mut matching: Vec<(Arc<KeyRecord>, KeyState)> = self
-            .keys
-            .values()
-            .iter()
-            .map(|entry| entry.snapshot())
-            .filter(|record| record.instance == instance.record.id)
-            .filter_map(|record| match record.state_at(now) {
-                Lifecycle::Live(state) => Some((record, state)),
-                Lifecycle::Purged => None,
-            })
-            .filter(|(record, state)| {
-                states.contains(state)
+        // One pass over the instance's keys in listing order, from the start (the total
+        // counts every match) without sorting or copying the instance; views are built for
+        // the page only.
+        let after = query
+            .after
+            .map(|(time, id)| (Timestamp::from_millis(time), id));
+        let mut total = 0;
+        let mut page: Vec<(Arc<KeyRecord>, KeyState)> = Vec::new();
+        self.key_order
+            .scan(&instance.record.id, None, &mut |order, entry| {
+                let record = entry.snapshot();
+                let Lifecycle::Live(state) = record.state_at(now) else {
+                    return true;
+                };
+                let matches = states.contains(&state)
                     && query
                         .extractable
                         .is_none_or(|e| e == (record.kind == KeyKind::Standard))
-                    && query.search.as_ref().is_none_or(|s| s.matches(record))
-            })
-            .collect();
-        matching.sort_by_key(|(record, _)| (record.create_time, record.id));
-        let total = matching.len();
-        let items: Vec<KeyView> = matching
+                    && query.search.as_ref().is_none_or(|s| s.matches(&record));
+                if matches {
+                    total += 1;
+                    if page.len() <= query.page_size && after.is_none_or(|a| *order > a) {
+                        page.push((record, state));
+                    }
+                }
+                true
+            });
+        let items: Vec<KeyView> = page
             .into_iter()
-            .filter(|(r, _)| {
-                query
-                    .after
-                    .is_none_or(|(t, id)| (r.create_time.as_millis(), r.id) > (t, id))
-            })
-            .take(query.page_size + 1)
             .map(|(record, state)| self.view(&instance.record, record, state, now))
             .collect();
         Ok(Page::from_overfetch(items, query.page_size, total))

@@ -140,6 +140,8 @@ pub struct Kms {
     defaults: Defaults,
     instances: index::ShardedMap<InstanceId, Arc<InstanceEntry>>,
     keys: index::ShardedMap<KeyId, Arc<KeyEntry>>,
+    /// Each instance's keys in listing order (creation time, then id).
+    key_order: index::Ordered<InstanceId, (Timestamp, KeyId), Arc<KeyEntry>>,
     /// Serialises instance creation and deletion (token slots are module-wide).
     instance_admin: Mutex<()>,
     scheduler: Scheduler,
@@ -222,6 +224,7 @@ impl Kms {
             defaults,
             instances: index::ShardedMap::default(),
             keys: index::ShardedMap::default(),
+            key_order: index::Ordered::default(),
             instance_admin: Mutex::new(()),
             scheduler: Scheduler::default(),
             firing: Mutex::new(()),
@@ -293,6 +296,15 @@ impl Kms {
             keys.insert(record.id, Arc::new(KeyEntry::new(record)));
         }
         self.instances.replace(instances);
+        self.key_order
+            .replace(keys.values().map(|entry: &Arc<KeyEntry>| {
+                let record = entry.snapshot();
+                (
+                    record.instance,
+                    (record.create_time, record.id),
+                    Arc::clone(entry),
+                )
+            }));
         self.keys.replace(keys);
         self.load_registrations()?;
         self.load_lifecycle()?;
@@ -515,6 +527,8 @@ impl Kms {
             }
         }
         self.keys.remove(&record.id);
+        self.key_order
+            .remove(&record.instance, &(record.create_time, record.id));
         Ok(())
     }
 }

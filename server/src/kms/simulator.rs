@@ -147,6 +147,7 @@ impl Kms {
         }
         self.instances.clear();
         self.keys.clear();
+        self.key_order.clear();
         self.clear_registrations();
         self.clear_lifecycle();
         self.scheduler.clear();

@@ -329,3 +329,43 @@ async fn clearing_and_reset_stop_faults_and_bad_rules_are_refused() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_call_the_client_cancels_is_audited_as_cancelled() {
+    let server = TestServer::start().await;
+    let instance = server.instance().await;
+    let key = server.root_key(&instance).await;
+    let mut latency = rule("WrapKey", pb::FaultKind::Latency);
+    latency.latency = Some(prost_types::Duration {
+        seconds: 5,
+        nanos: 0,
+    });
+    latency.count = 1;
+    inject(&server, latency).await;
+    // The client gives up long before the delayed call is answered (no deadline is sent, so
+    // only the dropped stream tells the server).
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), wrap(&server, &key)).await;
+    assert!(gave_up.is_err(), "the delayed call answered early");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let event = loop {
+        let events = server
+            .client()
+            .list_audit_events(pb::AuditEventFilter::default(), 0)
+            .await
+            .unwrap();
+        if let Some(event) = events.into_iter().find(|e| e.action == "kms.secrets.wrap") {
+            break event;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled call was not audited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(event.outcome, pb::AuditOutcome::Failure as i32);
+    assert_eq!(event.grpc_code, Code::Cancelled as i32);
+    assert_eq!(event.http_status, 499);
+    assert_eq!(event.target_crn, key.crn);
+    assert!(event.injected);
+    assert_eq!(event.injected_latency_ms, 5000);
+}
