@@ -348,7 +348,7 @@ pub fn report(error: &ClientError) -> String {
     let mut out = format!(
         "error: code={:?} reason={} message={:?}\n",
         error.code(),
-        error.reason().unwrap_or("-"),
+        error.reason_code().unwrap_or("-"),
         error.message()
     );
     for violation in error.field_violations() {

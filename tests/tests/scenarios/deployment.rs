@@ -98,7 +98,7 @@ async fn a_deployment_follows_rotation_and_is_shredded_with_its_key() {
     let DataKeyError::Kms(kms) = error else {
         panic!("expected a KMS refusal, got {error:?}")
     };
-    assert_eq!(kms.reason(), Some("KEY_NOT_FOUND_ERR"));
+    assert_eq!(kms.reason_code(), Some("KEY_NOT_FOUND_ERR"));
     assert!(matches!(pg.read("users/1"), Err(DataKeyError::Locked)));
 }
 
@@ -164,7 +164,7 @@ async fn a_registered_deployment_answers_rotation_and_guards_its_key_through_sof
         .unwrap();
     assert!(retained.unwrap().deleted);
     let refused = server.client().delete(&root_ref, false).await.unwrap_err();
-    assert_eq!(refused.reason(), Some("PROTECTED_RESOURCE_ERR"));
+    assert_eq!(refused.reason_code(), Some("PROTECTED_RESOURCE_ERR"));
     server
         .advance_rpc(Duration::from_secs(9 * 24 * 3600 + 1))
         .await;

@@ -17,6 +17,7 @@ mod persistence;
 mod policies;
 mod registrations;
 mod rotation;
+mod sdk;
 mod seeding;
 mod service_surface;
 mod simulator;
