@@ -87,11 +87,12 @@ impl KmsClient {
             filter: Some(filter),
             after_sequence,
         };
-        self.interceptor().ensure_fresh().await?;
-        Ok(self
-            .audit_events()
-            .watch_audit_events(request)
-            .await?
-            .into_inner())
+        rpc!(
+            self,
+            NotIdempotent,
+            self.audit_events(),
+            watch_audit_events,
+            request
+        )
     }
 }

@@ -11,8 +11,10 @@
 //!   HTTP status.
 //! - [`Crn`] and [`KeyRef`]: parsed resource names.
 //! - [`secure_import`]: sealing key material for an instance's import token.
-//! - [`datakey`]: the envelope-encryption component of a database deployment
-//!   ([`DataKeyManager`]).
+//! - [`datakey`]: envelope encryption with one data key ([`DataKeyManager`]).
+//! - [`component`]: the database-encryption component a deployment links
+//!   ([`component::DeploymentKey`]): provisioning with a full key CRN and registration,
+//!   record encryption, following the key's lifecycle events, deprovisioning.
 //! - `cli` (cargo feature `cli`, off by default): the `kmsimctl` command-line tool (the binary
 //!   only calls `cli::main`); library users link neither clap nor the simulated HSM.
 //!
@@ -60,6 +62,7 @@ pub mod ceremony;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod client;
+pub mod component;
 mod credentials;
 pub mod datakey;
 mod error;

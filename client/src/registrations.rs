@@ -202,12 +202,15 @@ impl KmsClient {
             resource_crn: resource_crn.to_owned(),
             after_sequence,
         };
-        self.interceptor().ensure_fresh().await?;
-        Ok(self
-            .event_service()
-            .watch_lifecycle_events(request)
-            .await?
-            .into_inner())
+        // Not retried (the caller resumes by sequence number), but sent again once with a new
+        // token if the server refused the old one.
+        rpc!(
+            self,
+            NotIdempotent,
+            self.event_service(),
+            watch_lifecycle_events,
+            request
+        )
     }
 
     /// Acknowledges a lifecycle event with the key state the adopter now applies and,

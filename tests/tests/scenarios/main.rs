@@ -5,6 +5,7 @@ mod aliases_and_listing;
 mod audit;
 mod ceremony;
 mod clock_expiry;
+mod component;
 mod degraded_start;
 mod deletion;
 mod deployment;
