@@ -9,9 +9,7 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tonic::Code;
-
-use super::{AccessState, ComponentError, DeploymentKey, KeyProtection};
+use super::{AccessState, ComponentError, DeploymentKey, KeyProtection, refused_access};
 use crate::datakey::WrappedDataKey;
 use crate::proto::{KeyState, LifecycleEvent, LifecycleEventKind};
 use crate::{ClientError, Reason};
@@ -27,6 +25,21 @@ fn jittered(ceiling: Duration) -> Duration {
     ceiling.mul_f64(0.5 + draw / 2.0)
 }
 
+/// Told about each lifecycle event [`DeploymentKey::follow_observed`] applies.
+pub trait FollowObserver: Send + Sync {
+    /// The event is about to be applied (for a rotation: re-encryption starts).
+    fn started(&self, event: &LifecycleEvent);
+    /// The event was applied, acknowledged and saved; the deployment is now `access`.
+    fn finished(&self, event: &LifecycleEvent, access: AccessState);
+}
+
+struct NoObserver;
+
+impl FollowObserver for NoObserver {
+    fn started(&self, _: &LifecycleEvent) {}
+    fn finished(&self, _: &LifecycleEvent, _: AccessState) {}
+}
+
 impl DeploymentKey {
     /// Follows the root key until `shutdown` completes: watches the deployment's lifecycle
     /// events after the last sequence number saved and [`apply`](Self::apply)s each. When the
@@ -34,6 +47,16 @@ impl DeploymentKey {
     /// jittered backoff (50 ms up to 5 s) and resumes after the last event saved, so no event
     /// is lost or applied twice. Returns at once for a local key.
     pub async fn follow(&self, shutdown: impl Future<Output = ()>) {
+        self.follow_observed(shutdown, &NoObserver).await;
+    }
+
+    /// As [`follow`](Self::follow), telling `observer` when each event starts and finishes
+    /// being applied (for a deployment's task list).
+    pub async fn follow_observed(
+        &self,
+        shutdown: impl Future<Output = ()>,
+        observer: &dyn FollowObserver,
+    ) {
         if self.state().protection == KeyProtection::Local {
             return;
         }
@@ -42,7 +65,7 @@ impl DeploymentKey {
         loop {
             tokio::select! {
                 () = &mut shutdown => return,
-                _ = self.follow_once(&mut backoff) => {}
+                _ = self.follow_once(&mut backoff, observer) => {}
             }
             tokio::select! {
                 () = &mut shutdown => return,
@@ -53,7 +76,11 @@ impl DeploymentKey {
     }
 
     /// One stream: open it, apply its events until it ends or fails.
-    async fn follow_once(&self, backoff: &mut Duration) -> Result<(), ComponentError> {
+    async fn follow_once(
+        &self,
+        backoff: &mut Duration,
+        observer: &dyn FollowObserver,
+    ) -> Result<(), ComponentError> {
         let state = self.state();
         let mut stream = self
             .client
@@ -61,7 +88,12 @@ impl DeploymentKey {
             .await?;
         *backoff = INITIAL_BACKOFF;
         while let Some(event) = stream.message().await.map_err(ClientError::from)? {
+            if event.sequence <= self.state().last_sequence {
+                continue;
+            }
+            observer.started(&event);
             self.apply(&event).await?;
+            observer.finished(&event, self.access());
         }
         Ok(())
     }
@@ -83,15 +115,9 @@ impl DeploymentKey {
         match KeyState::try_from(event.key_state).unwrap_or(KeyState::Unspecified) {
             KeyState::Active => {
                 if self.access() != AccessState::Open {
-                    match self.unlock().await {
-                        Ok(()) => {}
-                        // The key changed again since the event: the next event says so.
-                        Err(ComponentError::Kms(e)) if e.code() == Code::FailedPrecondition => {
-                            self.zeroize();
-                            self.set_access(AccessState::Suspended)?;
-                        }
-                        Err(other) => return Err(other),
-                    }
+                    // The key may have changed again since the event: `verify` locks
+                    // as the key now says, and the next event tells the rest.
+                    self.verify().await?;
                 }
                 let rotated = event.kind == LifecycleEventKind::Rotate as i32;
                 if self.access() == AccessState::Open
@@ -101,9 +127,9 @@ impl DeploymentKey {
                         Ok(()) => {}
                         // An old event: the key has been disabled or deleted since, so the
                         // deployment locks and says so; the later event tells it the rest.
-                        Err(ComponentError::Kms(e)) if e.code() == Code::FailedPrecondition => {
+                        Err(ComponentError::Kms(e)) if refused_access(&e).is_some() => {
                             self.zeroize();
-                            self.set_access(AccessState::Suspended)?;
+                            self.set_access(refused_access(&e).unwrap_or(AccessState::Suspended))?;
                         }
                         Err(other) => return Err(other),
                     }

@@ -17,11 +17,12 @@ use std::time::Duration;
 use tonic::Code;
 use zeroize::Zeroizing;
 
+pub use self::follow::FollowObserver;
 pub use self::state::{AccessState, DeploymentState, KeyProtection, MemoryStateStore, StateStore};
-use crate::KmsClient;
 use crate::datakey::{self, DataKeyError, Dek, WrappedDataKey};
 use crate::error::ClientError;
 use crate::refs::{Crn, KeyRef};
+use crate::{KmsClient, Reason};
 
 /// How long a deprovisioned deployment's registration is kept (soft-deleted) by default: the
 /// database services' 9-day soft-deletion period, during which the key's deletion needs
@@ -98,6 +99,18 @@ fn key_crn(text: &str) -> Result<KeyRef, ComponentError> {
         return Err(refused());
     }
     KeyRef::from_crn(crn).map_err(|_| refused())
+}
+
+/// The access state a KMS refusal of the data key implies: shredded when the key's material
+/// is gone, suspended when the key's state forbids its use; `None` for any other failure.
+pub(crate) fn refused_access(error: &ClientError) -> Option<AccessState> {
+    match error.reason() {
+        Some(Reason::KeyMaterialDestroyed | Reason::KeyDeleted | Reason::KeyNotFound) => {
+            Some(AccessState::Shredded)
+        }
+        _ if error.code() == Code::FailedPrecondition => Some(AccessState::Suspended),
+        _ => None,
+    }
 }
 
 fn not_authorized(error: ClientError) -> ComponentError {
@@ -191,15 +204,32 @@ impl DeploymentKey {
         let shredded = state.access == AccessState::Shredded;
         let component = Self::assemble(client, store, state, None);
         if !shredded {
-            match component.unlock().await {
-                Ok(()) => {}
-                Err(ComponentError::Kms(e)) if e.code() == Code::FailedPrecondition => {
-                    component.set_access(AccessState::Suspended)?;
-                }
-                Err(other) => return Err(other),
-            }
+            component.verify().await?;
         }
         Ok(component)
+    }
+
+    /// Checks the data key against the KMS now (an unwrap): opens the deployment when the key
+    /// allows it, locks it as suspended when the key refuses for its state (disabled), and as
+    /// shredded when the key's material is gone (deleted, purged, or the HSM zeroized), which
+    /// no lifecycle event may announce. Returns the access state it leaves.
+    ///
+    /// # Errors
+    /// [`ComponentError::Kms`] for a failure that says nothing of the key (the state is kept),
+    /// [`ComponentError::Store`].
+    pub async fn verify(&self) -> Result<AccessState, ComponentError> {
+        match self.unlock().await {
+            Ok(()) => Ok(self.access()),
+            Err(ComponentError::Kms(e)) => match refused_access(&e) {
+                Some(access) => {
+                    self.zeroize();
+                    self.set_access(access)?;
+                    Ok(access)
+                }
+                None => Err(ComponentError::Kms(e)),
+            },
+            Err(other) => Err(other),
+        }
     }
 
     fn assemble(
@@ -274,18 +304,20 @@ impl DeploymentKey {
         Ok(datakey::open(dek, ciphertext, record_id.as_bytes())?)
     }
 
-    /// Deprovisions: deletes the deployment's registration, keeping it soft-deleted for
-    /// `retention` (default [`DEFAULT_REGISTRATION_RETENTION`]), and zeroizes the data key.
+    /// Deprovisions: zeroizes the data key (the deployment stays locked as shredded) and
+    /// deletes the deployment's registration, keeping it soft-deleted for `retention`
+    /// (default [`DEFAULT_REGISTRATION_RETENTION`]).
     /// Returns the soft-deleted registration (`None` for a local key).
     ///
     /// # Errors
     /// [`ComponentError::Kms`].
     pub async fn deprovision(
-        self,
+        &self,
         retention: Option<Duration>,
     ) -> Result<Option<crate::proto::Registration>, ComponentError> {
         let _one_at_a_time = self.applying.lock().await;
         self.zeroize();
+        self.set_access(AccessState::Shredded)?;
         let state = self.state();
         match state.protection {
             KeyProtection::RootKey { key_crn: text, .. } => {
