@@ -66,6 +66,7 @@ pub mod component;
 mod credentials;
 pub mod datakey;
 mod error;
+mod iam;
 mod policies;
 mod refs;
 mod registrations;
