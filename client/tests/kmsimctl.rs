@@ -225,3 +225,144 @@ async fn login_caches_the_token_in_an_owner_only_file() {
     .await;
     assert_eq!(listed.status, 0, "{}", listed.stderr);
 }
+
+/// Parses kmsimctl's JSON output, after checking it succeeded.
+fn json(run: &Run) -> serde_json::Value {
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+/// The README's BYOK walk-through, step by step: an administrator creates an instance and a
+/// root key and authorizes the database service; the service logs in with its API key,
+/// registers a deployment, sees the rotation event and acknowledges it; the key's plain delete
+/// is refused while the deployment is registered and a force delete goes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_byok_walk_through() {
+    let home = tempfile::tempdir().unwrap();
+    let (endpoint, _stop) = server().await;
+    let admin_env = [
+        ("KMSIM_ENDPOINT", endpoint.as_str()),
+        ("KMSIM_TOKEN", DEV_TOKEN),
+    ];
+    let pg = "crn:v1:bluemix:public:databases-for-postgresql:us-south:a/kmsim:pg-1::";
+
+    let instance =
+        json(&kmsimctl(home.path(), &admin_env, &["instance", "create", "orders"]).await)["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let key = json(
+        &kmsimctl(
+            home.path(),
+            &admin_env,
+            &["key", "create", "--instance", &instance, "orders-root"],
+        )
+        .await,
+    );
+    let key_crn = key["crn"].as_str().unwrap().to_owned();
+    json(
+        &kmsimctl(
+            home.path(),
+            &admin_env,
+            &[
+                "iam",
+                "authorize",
+                "--service",
+                "databases-for-postgresql",
+                "--instance",
+                &instance,
+            ],
+        )
+        .await,
+    );
+    let api_key = json(
+        &kmsimctl(
+            home.path(),
+            &admin_env,
+            &[
+                "iam",
+                "create-api-key",
+                "--service",
+                "databases-for-postgresql",
+                "--source-crn",
+                pg,
+            ],
+        )
+        .await,
+    )["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The database service logs in and registers its deployment.
+    let service_token = home.path().join("service-token");
+    let service_env = [
+        ("KMSIM_ENDPOINT", endpoint.as_str()),
+        ("KMSIM_TOKEN_FILE", service_token.to_str().unwrap()),
+    ];
+    let mut login_env = service_env.to_vec();
+    login_env.push(("KMSIM_API_KEY", &api_key));
+    json(&kmsimctl(home.path(), &login_env, &["login"]).await);
+    let registered = json(
+        &kmsimctl(
+            home.path(),
+            &service_env,
+            &["registration", "create", &key_crn, "--resource", pg],
+        )
+        .await,
+    );
+    assert_eq!(registered["resource_crn"], pg);
+
+    // Rotation: the service sees the event and acknowledges it.
+    let rotated = json(&kmsimctl(home.path(), &admin_env, &["key", "rotate", &key_crn]).await);
+    let watched = kmsimctl(
+        home.path(),
+        &service_env,
+        &["event", "watch", "--resource", pg],
+    )
+    .await;
+    assert_eq!(watched.status, 0, "{}", watched.stderr);
+    let event: serde_json::Value =
+        serde_json::from_str(watched.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(event["kind"], "LIFECYCLE_EVENT_KIND_ROTATE");
+    let new_version = event["new_key_version_id"].as_str().unwrap().to_owned();
+    assert_ne!(
+        rotated["current_version"]["id"].as_str(),
+        key["current_version"]["id"].as_str()
+    );
+    let acked = json(
+        &kmsimctl(
+            home.path(),
+            &service_env,
+            &[
+                "event",
+                "ack",
+                event["event_id"].as_str().unwrap(),
+                "--state",
+                "active",
+                "--version",
+                &new_version,
+            ],
+        )
+        .await,
+    );
+    assert_eq!(acked["status"], "LIFECYCLE_DELIVERY_STATUS_ACKNOWLEDGED");
+
+    // Deleting the key: refused while registered, unless forced.
+    let refused = kmsimctl(home.path(), &admin_env, &["key", "delete", &key_crn]).await;
+    assert_eq!(refused.status, 1);
+    assert!(
+        refused.stderr.contains("PROTECTED_RESOURCE_ERR"),
+        "{}",
+        refused.stderr
+    );
+    let deleted = json(
+        &kmsimctl(
+            home.path(),
+            &admin_env,
+            &["key", "delete", &key_crn, "--force"],
+        )
+        .await,
+    );
+    assert_eq!(deleted["state"], "KEY_STATE_DESTROYED");
+}

@@ -14,6 +14,8 @@
 //! never from the command line) for a token cached in a 0600 file, which later commands send
 //! when no `--token` is given.
 
+mod byok;
+
 use std::io::{BufRead as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -89,6 +91,15 @@ pub enum Command {
     /// Manage an instance's import token.
     #[command(subcommand)]
     ImportToken(ImportTokenCommand),
+    /// Identities, API keys, access policies and service authorizations.
+    #[command(subcommand)]
+    Iam(byok::IamCommand),
+    /// Registrations of resources (such as database deployments) with root keys.
+    #[command(subcommand)]
+    Registration(byok::RegistrationCommand),
+    /// Lifecycle events sent to registered resources.
+    #[command(subcommand)]
+    Event(byok::EventCommand),
     /// Exchange an API key for a token and cache it (mode 0600) for later commands. The key
     /// comes from `KMSIM_API_KEY`, `--api-key-file`, or the first line of stdin.
     Login {
@@ -399,6 +410,7 @@ pub fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
+        Ok(Value::Null) => ExitCode::SUCCESS,
         Ok(value) => {
             println!("{value:#}");
             ExitCode::SUCCESS
@@ -522,6 +534,9 @@ pub async fn run(cli: Cli) -> Result<Value, ClientError> {
         Command::Instance(command) => run_instance(&client, command).await,
         Command::Key(command) => run_key(&client, command).await,
         Command::ImportToken(command) => run_import_token(&client, command).await,
+        Command::Iam(command) => byok::run_iam(&client, command).await,
+        Command::Registration(command) => byok::run_registration(&client, command).await,
+        Command::Event(command) => byok::run_event(&client, command).await,
         Command::Login {
             api_key_file,
             lifetime_seconds,
@@ -745,7 +760,7 @@ fn str_refs(strings: &[String]) -> Vec<&str> {
     strings.iter().map(String::as_str).collect()
 }
 
-fn timestamp_json(ts: Option<&prost_types::Timestamp>) -> Value {
+pub(crate) fn timestamp_json(ts: Option<&prost_types::Timestamp>) -> Value {
     ts.map_or(Value::Null, |ts| Value::String(ts.to_string()))
 }
 
