@@ -366,3 +366,20 @@ async fn the_byok_walk_through() {
     );
     assert_eq!(deleted["state"], "KEY_STATE_DESTROYED");
 }
+
+#[tokio::test]
+async fn completion_scripts_name_the_subcommands() {
+    let home = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let run = kmsimctl(home.path(), &[], &["completions", shell]).await;
+        assert_eq!(run.status, 0, "{}", run.stderr);
+        assert!(run.stdout.contains("kmsimctl"), "{shell}");
+        assert!(run.stdout.contains("registration"), "{shell}");
+    }
+    assert_eq!(
+        kmsimctl(home.path(), &[], &["completions", "tcsh"])
+            .await
+            .status,
+        2
+    );
+}

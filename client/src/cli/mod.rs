@@ -100,6 +100,13 @@ pub enum Command {
     /// Lifecycle events sent to registered resources.
     #[command(subcommand)]
     Event(byok::EventCommand),
+    /// Print a shell completion script (for example `kmsimctl completions bash >
+    /// /etc/bash_completion.d/kmsimctl`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Exchange an API key for a token and cache it (mode 0600) for later commands. The key
     /// comes from `KMSIM_API_KEY`, `--api-key-file`, or the first line of stdin.
     Login {
@@ -399,6 +406,16 @@ pub fn exit_status(error: &ClientError) -> u8 {
 /// Parses the process arguments, runs the command and prints its result or error.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        use clap::CommandFactory as _;
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "kmsimctl",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -537,6 +554,8 @@ pub async fn run(cli: Cli) -> Result<Value, ClientError> {
         Command::Iam(command) => byok::run_iam(&client, command).await,
         Command::Registration(command) => byok::run_registration(&client, command).await,
         Command::Event(command) => byok::run_event(&client, command).await,
+        // Handled by `main` before connecting.
+        Command::Completions { .. } => Ok(Value::Null),
         Command::Login {
             api_key_file,
             lifetime_seconds,
