@@ -9,6 +9,7 @@ use kmsim_proto::v1::{
 };
 use tonic::Streaming;
 
+use crate::retry::rpc;
 use crate::{AuthenticatedChannel, ClientError, KmsClient};
 
 /// Largest page the server returns.
@@ -38,11 +39,13 @@ impl KmsClient {
             page_size,
             page_token: page_token.to_owned(),
         };
-        Ok(self
-            .audit_events()
-            .list_audit_events(request)
-            .await?
-            .into_inner())
+        Ok(rpc!(
+            self,
+            Idempotent,
+            self.audit_events(),
+            list_audit_events,
+            request
+        )?)
     }
 
     /// Every audit event after `after_sequence` that passes `filter`, oldest first, reading
@@ -84,10 +87,12 @@ impl KmsClient {
             filter: Some(filter),
             after_sequence,
         };
-        Ok(self
-            .audit_events()
-            .watch_audit_events(request)
-            .await?
-            .into_inner())
+        rpc!(
+            self,
+            NotIdempotent,
+            self.audit_events(),
+            watch_audit_events,
+            request
+        )
     }
 }

@@ -3,8 +3,8 @@
 //! [`Ceremony`] fetches the crypto unit's command context before each command, collects the
 //! signatures of the administrators given, and sends the command.
 //!
-//! Commands are signed exactly as `sim-hsm` verifies them ([`sim_hsm::sign_command`] over
-//! [`sim_hsm::AdminCommand`]'s canonical bytes bound to the instance nonce and command counter),
+//! Commands are signed exactly as `sim-hsm` verifies them ([`sign_command`](kmsim_proto::admin::sign_command) over
+//! [`AdminCommand`]'s canonical bytes bound to the instance nonce and command counter),
 //! so a signature is good for one command only.
 //!
 //! ```no_run
@@ -28,10 +28,10 @@
 
 use std::fmt;
 
+use kmsim_proto::admin::p256::ecdsa::SigningKey;
+use kmsim_proto::admin::{AdminCommand, CommandContext};
 use kmsim_proto::v1 as pb;
 use pb::hsm_service_client::HsmServiceClient;
-use sim_hsm::p256::ecdsa::SigningKey;
-use sim_hsm::{AdminCommand, CommandContext};
 
 use crate::client::AuthenticatedChannel;
 use crate::{ClientError, KmsClient};
@@ -97,7 +97,7 @@ impl Administrator {
     /// Signs `command` for the crypto unit's `context`.
     #[must_use]
     pub fn sign(&self, context: &CommandContext, command: &AdminCommand) -> pb::AdminSignature {
-        let signature = sim_hsm::sign_command(&self.key, &self.name, context, command);
+        let signature = kmsim_proto::admin::sign_command(&self.key, &self.name, context, command);
         pb::AdminSignature {
             administrator: signature.admin,
             signature: signature.signature,

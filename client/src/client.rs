@@ -17,14 +17,20 @@ use kmsim_proto::v1::{
     PurgeKeyRequest, RestoreKeyRequest, RewrapKeyRequest, RotateKeyRequest, UnwrapKeyRequest,
     WrapKeyRequest, create_key_request, rotate_key_request,
 };
-use tonic::metadata::{AsciiMetadataValue, MetadataValue};
-use tonic::service::Interceptor;
+use std::future::Future;
+use std::sync::Arc;
+
+use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use zeroize::Zeroizing;
 
+use crate::builder::KmsClientBuilder;
+pub use crate::credentials::BearerAuth;
 use crate::error::ClientError;
 use crate::refs::KeyRef;
+use crate::retry::rpc;
+use crate::retry::{self, Idempotency, RetryPolicy};
 use crate::secure_import;
 
 /// The address `kmsimctl` and the examples use by default.
@@ -38,55 +44,6 @@ pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// The gRPC service type of the generated clients inside [`KmsClient`].
 pub type AuthenticatedChannel = InterceptedService<Channel, BearerAuth>;
-
-/// A tonic interceptor that adds `authorization: Bearer <token>` to every request when a
-/// token is set. The token is marked sensitive and never printed by `Debug`.
-#[derive(Clone, Default)]
-pub struct BearerAuth {
-    header: Option<AsciiMetadataValue>,
-}
-
-impl BearerAuth {
-    /// An interceptor that sends `token`.
-    ///
-    /// # Errors
-    /// [`ClientError::InvalidBearerToken`] if the header value would not be visible ASCII.
-    pub fn new(token: &str) -> Result<Self, ClientError> {
-        let mut header: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {token}"))
-            .map_err(|_| ClientError::InvalidBearerToken)?;
-        header.set_sensitive(true);
-        Ok(Self {
-            header: Some(header),
-        })
-    }
-
-    /// True when a token is set.
-    pub fn is_set(&self) -> bool {
-        self.header.is_some()
-    }
-}
-
-impl fmt::Debug for BearerAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BearerAuth")
-            .field("token", &self.header.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
-
-impl Interceptor for BearerAuth {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(header) = &self.header {
-            request
-                .metadata_mut()
-                .insert("authorization", header.clone());
-        }
-        Ok(request)
-    }
-}
 
 /// A data key wrapped by a root key (the result of [`KmsClient::wrap`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +121,7 @@ pub struct RewrappedKey {
 pub struct KmsClient {
     channel: Channel,
     auth: BearerAuth,
+    retry: Arc<RetryPolicy>,
     pub(crate) instances: InstanceServiceClient<AuthenticatedChannel>,
     pub(crate) keys: KeyServiceClient<AuthenticatedChannel>,
 }
@@ -229,11 +187,85 @@ impl KmsClient {
     }
 
     fn build(channel: Channel, auth: BearerAuth) -> Self {
+        Self::assemble(channel, auth, Arc::new(RetryPolicy::default()))
+    }
+
+    pub(crate) fn assemble(channel: Channel, auth: BearerAuth, retry: Arc<RetryPolicy>) -> Self {
         Self {
             instances: InstanceServiceClient::with_interceptor(channel.clone(), auth.clone()),
             keys: KeyServiceClient::with_interceptor(channel.clone(), auth.clone()),
             channel,
             auth,
+            retry,
+        }
+    }
+
+    /// A builder for a client of `uri` (`http://` or `https://`): TLS, credentials,
+    /// timeouts and retries. See [`KmsClientBuilder`].
+    pub fn builder(uri: impl Into<String>) -> KmsClientBuilder {
+        KmsClientBuilder::new(uri)
+    }
+
+    /// This client with another retry policy (clones keep theirs).
+    #[must_use]
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Arc::new(policy);
+        self
+    }
+
+    /// The retry policy of this client.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// How many times this client's API key was exchanged for a token (0 without one).
+    pub fn token_exchanges(&self) -> u64 {
+        self.auth.token_exchanges()
+    }
+
+    /// Runs one unary call: refreshes the token first if it is due; sends again once with a
+    /// new token when the server refuses an API-key token as unauthenticated (it refused
+    /// before acting); retries transient failures of idempotent calls by the retry policy.
+    pub(crate) async fn call<T, F, Fut>(
+        &self,
+        idempotency: Idempotency,
+        mut send: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let started = tokio::time::Instant::now();
+        let mut attempt: u32 = 1;
+        let mut reauthenticated = false;
+        loop {
+            self.auth.ensure_fresh().await?;
+            let sent = self.auth.current();
+            let error = match send().await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => ClientError::from(status),
+            };
+            if error.code() == Code::Unauthenticated
+                && !reauthenticated
+                && self.auth.reject(sent.as_ref())
+            {
+                reauthenticated = true;
+                continue;
+            }
+            let delay = self.retry.delay(
+                idempotency,
+                &error,
+                attempt,
+                started.elapsed(),
+                retry::jitter(),
+            );
+            match delay {
+                Some(delay) => {
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                None => return Err(error),
+            }
         }
     }
 
@@ -243,13 +275,17 @@ impl KmsClient {
     /// # Errors
     /// [`ClientError::InvalidBearerToken`] if `token` is not visible ASCII.
     pub fn with_bearer_token(self, token: &str) -> Result<Self, ClientError> {
-        Ok(Self::build(self.channel, BearerAuth::new(token)?))
+        Ok(Self::assemble(
+            self.channel,
+            BearerAuth::new(token)?,
+            self.retry,
+        ))
     }
 
     /// This client, sending no `authorization` header.
     #[must_use]
     pub fn without_bearer_token(self) -> Self {
-        Self::build(self.channel, BearerAuth::default())
+        Self::assemble(self.channel, BearerAuth::default(), self.retry)
     }
 
     /// True when requests carry a bearer token.
@@ -300,8 +336,14 @@ impl KmsClient {
         &self,
         request: CreateInstanceRequest,
     ) -> Result<Instance, ClientError> {
-        let response = self.instances.clone().create_instance(request).await?;
-        required(response.into_inner().instance, "instance")
+        let response = rpc!(
+            self,
+            NotIdempotent,
+            self.instances.clone(),
+            create_instance,
+            request
+        )?;
+        required(response.instance, "instance")
     }
 
     /// Returns one instance (by id, `instances/{id}` or CRN).
@@ -312,8 +354,14 @@ impl KmsClient {
         let request = GetInstanceRequest {
             instance: instance.to_owned(),
         };
-        let response = self.instances.clone().get_instance(request).await?;
-        required(response.into_inner().instance, "instance")
+        let response = rpc!(
+            self,
+            Idempotent,
+            self.instances.clone(),
+            get_instance,
+            request
+        )?;
+        required(response.instance, "instance")
     }
 
     /// Returns one page of instances.
@@ -324,12 +372,13 @@ impl KmsClient {
         &self,
         request: ListInstancesRequest,
     ) -> Result<ListInstancesResponse, ClientError> {
-        Ok(self
-            .instances
-            .clone()
-            .list_instances(request)
-            .await?
-            .into_inner())
+        Ok(rpc!(
+            self,
+            Idempotent,
+            self.instances.clone(),
+            list_instances,
+            request
+        )?)
     }
 
     /// Returns every instance, following the pages.
@@ -363,7 +412,13 @@ impl KmsClient {
             instance: instance.to_owned(),
             force,
         };
-        self.instances.clone().delete_instance(request).await?;
+        rpc!(
+            self,
+            NotIdempotent,
+            self.instances.clone(),
+            delete_instance,
+            request
+        )?;
         Ok(())
     }
 
@@ -374,8 +429,8 @@ impl KmsClient {
     /// # Errors
     /// A [`ClientError`].
     pub async fn create_key(&self, request: CreateKeyRequest) -> Result<Key, ClientError> {
-        let response = self.keys.clone().create_key(request).await?;
-        required(response.into_inner().key, "key")
+        let response = rpc!(self, NotIdempotent, self.keys.clone(), create_key, request)?;
+        required(response.key, "key")
     }
 
     /// Creates a root key with generated 256-bit material.
@@ -444,8 +499,8 @@ impl KmsClient {
         let request = GetKeyRequest {
             key: key.to_string(),
         };
-        let response = self.keys.clone().get_key(request).await?;
-        required(response.into_inner().key, "key")
+        let response = rpc!(self, Idempotent, self.keys.clone(), get_key, request)?;
+        required(response.key, "key")
     }
 
     /// Returns one page of an instance's keys, with the request's filters.
@@ -456,7 +511,13 @@ impl KmsClient {
         &self,
         request: ListKeysRequest,
     ) -> Result<ListKeysResponse, ClientError> {
-        Ok(self.keys.clone().list_keys(request).await?.into_inner())
+        Ok(rpc!(
+            self,
+            Idempotent,
+            self.keys.clone(),
+            list_keys,
+            request
+        )?)
     }
 
     /// Returns every key of an instance that the default filter shows (Active, Suspended and
@@ -500,7 +561,7 @@ impl KmsClient {
             plaintext: plaintext.to_vec(),
             aad: aad_vec(aad),
         };
-        let response = self.keys.clone().wrap_key(request).await?.into_inner();
+        let response = rpc!(self, Idempotent, self.keys.clone(), wrap_key, request)?;
         Ok(WrappedKey {
             ciphertext: response.ciphertext,
             key_version: required(response.key_version, "key_version")?,
@@ -522,7 +583,7 @@ impl KmsClient {
             plaintext: Vec::new(),
             aad: aad_vec(aad),
         };
-        let response = self.keys.clone().wrap_key(request).await?.into_inner();
+        let response = rpc!(self, Idempotent, self.keys.clone(), wrap_key, request)?;
         let plaintext = Zeroizing::new(response.plaintext);
         if plaintext.is_empty() {
             return Err(ClientError::MalformedResponse("plaintext"));
@@ -551,7 +612,7 @@ impl KmsClient {
             ciphertext: ciphertext.to_vec(),
             aad: aad_vec(aad),
         };
-        let response = self.keys.clone().unwrap_key(request).await?.into_inner();
+        let response = rpc!(self, Idempotent, self.keys.clone(), unwrap_key, request)?;
         let plaintext = Zeroizing::new(response.plaintext);
         let rewrapped = if response.rewrapped_ciphertext.is_empty() {
             None
@@ -583,7 +644,7 @@ impl KmsClient {
             ciphertext: ciphertext.to_vec(),
             aad: aad_vec(aad),
         };
-        let response = self.keys.clone().rewrap_key(request).await?.into_inner();
+        let response = rpc!(self, Idempotent, self.keys.clone(), rewrap_key, request)?;
         Ok(RewrappedKey {
             ciphertext: response.ciphertext,
             original_version: required(response.key_version, "key_version")?,
@@ -646,8 +707,8 @@ impl KmsClient {
     /// # Errors
     /// As [`rotate`](Self::rotate).
     pub async fn rotate_with(&self, request: RotateKeyRequest) -> Result<Key, ClientError> {
-        let response = self.keys.clone().rotate_key(request).await?;
-        required(response.into_inner().key, "key")
+        let response = rpc!(self, NotIdempotent, self.keys.clone(), rotate_key, request)?;
+        required(response.key, "key")
     }
 
     /// Returns one page of a key's versions, newest first.
@@ -658,12 +719,13 @@ impl KmsClient {
         &self,
         request: ListKeyVersionsRequest,
     ) -> Result<ListKeyVersionsResponse, ClientError> {
-        Ok(self
-            .keys
-            .clone()
-            .list_key_versions(request)
-            .await?
-            .into_inner())
+        Ok(rpc!(
+            self,
+            Idempotent,
+            self.keys.clone(),
+            list_key_versions,
+            request
+        )?)
     }
 
     /// Returns every version of a key, newest first, following the pages.
@@ -698,8 +760,8 @@ impl KmsClient {
         let request = DisableKeyRequest {
             key: key.to_string(),
         };
-        let response = self.keys.clone().disable_key(request).await?;
-        required(response.into_inner().key, "key")
+        let response = rpc!(self, NotIdempotent, self.keys.clone(), disable_key, request)?;
+        required(response.key, "key")
     }
 
     /// Re-enables a Suspended key (at least 30 s after it was disabled).
@@ -710,8 +772,8 @@ impl KmsClient {
         let request = EnableKeyRequest {
             key: key.to_string(),
         };
-        let response = self.keys.clone().enable_key(request).await?;
-        required(response.into_inner().key, "key")
+        let response = rpc!(self, NotIdempotent, self.keys.clone(), enable_key, request)?;
+        required(response.key, "key")
     }
 
     /// Soft-deletes a key (state Destroyed); `force` overrides registrations that do not
@@ -724,8 +786,8 @@ impl KmsClient {
             key: key.to_string(),
             force,
         };
-        let response = self.keys.clone().delete_key(request).await?;
-        required(response.into_inner().key, "key")
+        let response = rpc!(self, NotIdempotent, self.keys.clone(), delete_key, request)?;
+        required(response.key, "key")
     }
 
     /// Restores a deleted key (within 30 days, at least 30 s after the delete).
@@ -736,8 +798,8 @@ impl KmsClient {
         let request = RestoreKeyRequest {
             key: key.to_string(),
         };
-        let response = self.keys.clone().restore_key(request).await?;
-        required(response.into_inner().key, "key")
+        let response = rpc!(self, NotIdempotent, self.keys.clone(), restore_key, request)?;
+        required(response.key, "key")
     }
 
     /// Purges a deleted key (at least 4 h after the delete), shredding every version.
@@ -748,8 +810,8 @@ impl KmsClient {
         let request = PurgeKeyRequest {
             key: key.to_string(),
         };
-        let response = self.keys.clone().purge_key(request).await?;
-        required(response.into_inner().key, "key")
+        let response = rpc!(self, NotIdempotent, self.keys.clone(), purge_key, request)?;
+        required(response.key, "key")
     }
 
     // ----- KeyService: aliases -----
@@ -767,8 +829,14 @@ impl KmsClient {
             key: key.to_string(),
             alias: alias.to_owned(),
         };
-        let response = self.keys.clone().create_key_alias(request).await?;
-        required(response.into_inner().alias, "alias")
+        let response = rpc!(
+            self,
+            NotIdempotent,
+            self.keys.clone(),
+            create_key_alias,
+            request
+        )?;
+        required(response.alias, "alias")
     }
 
     /// Removes an alias from a key.
@@ -780,7 +848,13 @@ impl KmsClient {
             key: key.to_string(),
             alias: alias.to_owned(),
         };
-        self.keys.clone().delete_key_alias(request).await?;
+        rpc!(
+            self,
+            NotIdempotent,
+            self.keys.clone(),
+            delete_key_alias,
+            request
+        )?;
         Ok(())
     }
 
@@ -803,8 +877,14 @@ impl KmsClient {
             expiration_seconds,
             max_allowed_retrievals,
         };
-        let response = self.keys.clone().create_import_token(request).await?;
-        required(response.into_inner().token, "token")
+        let response = rpc!(
+            self,
+            NotIdempotent,
+            self.keys.clone(),
+            create_import_token,
+            request
+        )?;
+        required(response.token, "token")
     }
 
     /// Retrieves the instance's import token with its public key and nonce (uses one
@@ -816,8 +896,14 @@ impl KmsClient {
         let request = GetImportTokenRequest {
             instance: instance.to_owned(),
         };
-        let response = self.keys.clone().get_import_token(request).await?;
-        required(response.into_inner().token, "token")
+        let response = rpc!(
+            self,
+            NotIdempotent,
+            self.keys.clone(),
+            get_import_token,
+            request
+        )?;
+        required(response.token, "token")
     }
 }
 
@@ -852,29 +938,6 @@ fn next_token(current: &mut String, next: String) -> Result<bool, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn interceptor_adds_the_bearer_header_only_when_set() {
-        let mut none = BearerAuth::default();
-        let request = none.call(tonic::Request::new(())).unwrap();
-        assert!(request.metadata().get("authorization").is_none());
-
-        let mut auth = BearerAuth::new("abc.def-ghi").unwrap();
-        let request = auth.call(tonic::Request::new(())).unwrap();
-        assert_eq!(
-            request.metadata().get("authorization").unwrap(),
-            "Bearer abc.def-ghi"
-        );
-        assert!(!format!("{auth:?}").contains("abc"));
-    }
-
-    #[test]
-    fn invalid_token_is_refused() {
-        assert!(matches!(
-            BearerAuth::new("line\nbreak"),
-            Err(ClientError::InvalidBearerToken)
-        ));
-    }
 
     #[test]
     fn invalid_endpoint_is_refused() {

@@ -96,15 +96,22 @@ pub enum DataKeyError {
 }
 
 /// The unlocked DEK. Zeroized on drop; never printed.
-struct Dek(Zeroizing<[u8; DEK_LEN]>);
+pub(crate) struct Dek(Zeroizing<[u8; DEK_LEN]>);
 
 impl Dek {
-    fn from_slice(bytes: &[u8]) -> Result<Self, DataKeyError> {
+    pub(crate) fn from_slice(bytes: &[u8]) -> Result<Self, DataKeyError> {
         let mut key = Zeroizing::new([0u8; DEK_LEN]);
         if bytes.len() != DEK_LEN {
             return Err(DataKeyError::InvalidDataKeyLength);
         }
         key.copy_from_slice(bytes);
+        Ok(Self(key))
+    }
+
+    /// A fresh random key from the operating system's generator.
+    pub(crate) fn random() -> Result<Self, DataKeyError> {
+        let mut key = Zeroizing::new([0u8; DEK_LEN]);
+        getrandom::fill(&mut key[..]).map_err(|_| DataKeyError::Random)?;
         Ok(Self(key))
     }
 
@@ -114,7 +121,7 @@ impl Dek {
 }
 
 /// Encrypts `plaintext` under `dek` in the format of the module documentation.
-fn seal(dek: &Dek, plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>, DataKeyError> {
+pub(crate) fn seal(dek: &Dek, plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>, DataKeyError> {
     let mut nonce = [0u8; NONCE_LEN];
     getrandom::fill(&mut nonce).map_err(|_| DataKeyError::Random)?;
     let aad = [MAGIC.as_slice(), context].concat();
@@ -136,7 +143,11 @@ fn seal(dek: &Dek, plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>, DataKeyE
 }
 
 /// Decrypts a ciphertext made by [`seal`].
-fn open(dek: &Dek, ciphertext: &[u8], context: &[u8]) -> Result<Zeroizing<Vec<u8>>, DataKeyError> {
+pub(crate) fn open(
+    dek: &Dek,
+    ciphertext: &[u8],
+    context: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, DataKeyError> {
     if ciphertext.len() < HEADER_LEN + TAG_LEN {
         return Err(DataKeyError::TooShort);
     }
@@ -335,7 +346,7 @@ impl DataKeyManager {
     }
 }
 
-fn non_empty_version(id: String) -> Result<String, DataKeyError> {
+pub(crate) fn non_empty_version(id: String) -> Result<String, DataKeyError> {
     if id.is_empty() {
         Err(DataKeyError::MissingKeyVersion)
     } else {

@@ -1,10 +1,11 @@
 //! [`ClientError`], the error of every [`KmsClient`](crate::KmsClient) call. A server-side
 //! failure keeps the whole `tonic::Status` and its decoded `google.rpc` details
 //! (`ErrorInfo`, `BadRequest`, `RetryInfo`; see `proto/kmsim/v1/errors.proto`), so callers can
-//! match on the Key Protect reason code such as `KEY_NOT_FOUND_ERR`.
+//! match on the typed Key Protect reason ([`Reason`], such as [`Reason::KeyNotFound`]).
 
 use std::time::Duration;
 
+use kmsim_proto::Reason;
 use tonic::Code;
 use tonic_types::{ErrorDetails, ErrorInfo, FieldViolation, StatusExt};
 
@@ -72,6 +73,24 @@ pub enum ClientError {
     /// The server's answer lacks a field the contract promises, or is otherwise unusable.
     #[error("malformed response from the server: {0}")]
     MalformedResponse(&'static str),
+    /// The endpoint's scheme is neither `http` nor `https`.
+    #[error("unsupported endpoint scheme (use http:// or https://): {0}")]
+    UnsupportedScheme(String),
+    /// TLS options were given for a plaintext `http` endpoint: use `https` to get TLS.
+    #[error("TLS options were given for an http:// endpoint; use https://")]
+    TlsOptionsWithoutHttps,
+    /// The TLS configuration was refused (for example an unparsable certificate or key).
+    #[error("invalid TLS configuration: {0}")]
+    Tls(#[source] tonic::transport::Error),
+    /// A certificate, key or other input file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    ReadFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Material could not be sealed for an import token.
     #[error("secure import: {0}")]
     SecureImport(#[from] SecureImportError),
@@ -91,9 +110,13 @@ impl ClientError {
         match self {
             Self::Rpc(e) => e.status.code(),
             Self::Connect(_) => Code::Unavailable,
-            Self::InvalidEndpoint(_) | Self::InvalidBearerToken | Self::SecureImport(_) => {
-                Code::InvalidArgument
-            }
+            Self::InvalidEndpoint(_)
+            | Self::InvalidBearerToken
+            | Self::SecureImport(_)
+            | Self::UnsupportedScheme(_)
+            | Self::TlsOptionsWithoutHttps
+            | Self::Tls(_)
+            | Self::ReadFile { .. } => Code::InvalidArgument,
             Self::MalformedResponse(_) => Code::Internal,
         }
     }
@@ -130,8 +153,15 @@ impl ClientError {
         self.rpc().and_then(|e| e.details.error_info())
     }
 
-    /// The Key Protect reason code (`ErrorInfo.reason`), e.g. `KEY_NOT_FOUND_ERR`.
-    pub fn reason(&self) -> Option<&str> {
+    /// The Key Protect reason (`ErrorInfo.reason`), e.g. [`Reason::KeyNotFound`]; `None`
+    /// for a local failure, a status without `ErrorInfo`, or a code this version does not know
+    /// (see [`reason_code`](Self::reason_code)).
+    pub fn reason(&self) -> Option<Reason> {
+        self.reason_code().and_then(Reason::parse)
+    }
+
+    /// The reason code as sent, e.g. `KEY_NOT_FOUND_ERR`.
+    pub fn reason_code(&self) -> Option<&str> {
         self.error_info().map(|info| info.reason.as_str())
     }
 
@@ -197,7 +227,8 @@ mod tests {
         );
         let err = ClientError::from(status);
         assert_eq!(err.code(), Code::FailedPrecondition);
-        assert_eq!(err.reason(), Some("KEY_ROTATION_NOT_PERMITTED"));
+        assert_eq!(err.reason(), Some(Reason::KeyRotationNotPermitted));
+        assert_eq!(err.reason_code(), Some("KEY_ROTATION_NOT_PERMITTED"));
         assert_eq!(err.http_status(), Some(409));
         assert_eq!(err.metadata("key_id"), Some("k1"));
         assert_eq!(err.retry_delay(), Some(Duration::from_secs(1800)));

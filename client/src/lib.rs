@@ -1,15 +1,22 @@
 //! Typed async client for kmsim, the IBM Key Protect / Hyper Protect Crypto Services
 //! simulator served over gRPC (package `kmsim.v1`).
 //!
-//! - [`KmsClient`]: one method per InstanceService and KeyService RPC, over a tonic channel
-//!   with timeouts, and an optional bearer token sent as `authorization: Bearer <token>`.
-//! - [`ClientError`]: keeps the `tonic::Status` and reads its `google.rpc` details: the Key
-//!   Protect reason code ([`ClientError::reason`]), field violations, retry delay.
+//! - [`KmsClient`]: typed methods for the kmsim RPCs, cheap to clone and share across tasks,
+//!   configured by [`KmsClient::builder`] ([`KmsClientBuilder`]): TLS (rustls; a CA file or
+//!   the system's roots; a client certificate for mutual TLS), credentials (a static bearer
+//!   token, or an API key exchanged for tokens refreshed before they expire), connect and
+//!   per-call timeouts, and retries of idempotent calls ([`RetryPolicy`]).
+//! - [`ClientError`]: keeps the `tonic::Status` and reads its `google.rpc` details: the typed
+//!   Key Protect reason ([`ClientError::reason`], a [`Reason`]), field violations, retry delay,
+//!   HTTP status.
 //! - [`Crn`] and [`KeyRef`]: parsed resource names.
 //! - [`secure_import`]: sealing key material for an instance's import token.
-//! - [`datakey`]: the envelope-encryption component of a database deployment
-//!   ([`DataKeyManager`]).
-//! - [`cli`]: the `kmsimctl` command-line tool (the binary only calls [`cli::main`]).
+//! - [`datakey`]: envelope encryption with one data key ([`DataKeyManager`]).
+//! - [`component`]: the database-encryption component a deployment links
+//!   ([`component::DeploymentKey`]): provisioning with a full key CRN and registration,
+//!   record encryption, following the key's lifecycle events, deprovisioning.
+//! - `cli` (cargo feature `cli`, off by default): the `kmsimctl` command-line tool (the binary
+//!   only calls `cli::main`); library users link neither clap nor the simulated HSM.
 //!
 //! # Example
 //!
@@ -17,7 +24,7 @@
 //! it again as a deployment does at start-up:
 //!
 //! ```no_run
-//! use kmsim_client::{KeyRef, KmsClient};
+//! use kmsim_client::{KeyRef, KmsClient, Reason};
 //!
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = KmsClient::connect("http://127.0.0.1:7070")
@@ -42,7 +49,7 @@
 //! // Errors carry the Key Protect reason code.
 //! let missing = KeyRef::in_instance(&instance.id, "no-such-alias")?;
 //! match client.get_key(&missing).await {
-//!     Err(e) if e.reason() == Some("KEY_NOT_FOUND_ERR") => {}
+//!     Err(e) if e.reason() == Some(Reason::KeyNotFound) => {}
 //!     other => panic!("unexpected: {other:?}"),
 //! }
 //! # Ok(())
@@ -50,27 +57,38 @@
 //! ```
 
 mod audit;
+mod builder;
 pub mod ceremony;
+#[cfg(feature = "cli")]
 pub mod cli;
 mod client;
+pub mod component;
+mod credentials;
 pub mod datakey;
 mod error;
+mod iam;
 mod policies;
 mod refs;
 mod registrations;
+mod retry;
 pub mod secure_import;
 
 #[cfg(test)]
 mod testing;
 
+pub use builder::KmsClientBuilder;
 pub use client::{
-    AuthenticatedChannel, BearerAuth, DEFAULT_CONNECT_TIMEOUT, DEFAULT_ENDPOINT,
-    DEFAULT_KEEP_ALIVE, DEFAULT_REQUEST_TIMEOUT, GeneratedDataKey, KmsClient, RewrappedKey,
-    UnwrappedKey, WrappedKey,
+    AuthenticatedChannel, DEFAULT_CONNECT_TIMEOUT, DEFAULT_ENDPOINT, DEFAULT_KEEP_ALIVE,
+    DEFAULT_REQUEST_TIMEOUT, GeneratedDataKey, KmsClient, RewrappedKey, UnwrappedKey, WrappedKey,
+};
+pub use credentials::{
+    BearerAuth, DEFAULT_REFRESH_FRACTION, DEFAULT_TOKEN_LIFETIME, ServerClock, SystemServerClock,
 };
 pub use datakey::{DataKeyError, DataKeyManager, WrappedDataKey};
 pub use error::{ClientError, ERROR_DOMAIN, RpcError};
+pub use kmsim_proto::Reason;
 pub use refs::{Crn, CrnService, KeyRef, ParseError};
+pub use retry::RetryPolicy;
 
 /// The generated `kmsim.v1` messages and clients, re-exported so callers need not depend on
 /// `kmsim-proto` directly.

@@ -12,6 +12,7 @@ use crate::KmsClient;
 use crate::client::required;
 use crate::error::ClientError;
 use crate::refs::KeyRef;
+use crate::retry::rpc;
 
 impl KmsClient {
     // ----- KeyService: policies and dual-authorization delete -----
@@ -70,8 +71,14 @@ impl KmsClient {
         &self,
         request: SetKeyPoliciesRequest,
     ) -> Result<KeyPolicies, ClientError> {
-        let response = self.keys.clone().set_key_policies(request).await?;
-        required(response.into_inner().policies, "policies")
+        let response = rpc!(
+            self,
+            NotIdempotent,
+            self.keys.clone(),
+            set_key_policies,
+            request
+        )?;
+        required(response.policies, "policies")
     }
 
     /// Returns a key's policies.
@@ -82,8 +89,14 @@ impl KmsClient {
         let request = GetKeyPoliciesRequest {
             key: key.to_string(),
         };
-        let response = self.keys.clone().get_key_policies(request).await?;
-        required(response.into_inner().policies, "policies")
+        let response = rpc!(
+            self,
+            Idempotent,
+            self.keys.clone(),
+            get_key_policies,
+            request
+        )?;
+        required(response.policies, "policies")
     }
 
     /// Gives the first authorization to delete a key with a dual-authorization delete policy;
@@ -98,8 +111,14 @@ impl KmsClient {
         let request = SetKeyForDeletionRequest {
             key: key.to_string(),
         };
-        let response = self.keys.clone().set_key_for_deletion(request).await?;
-        required(response.into_inner().dual_auth_delete, "dual_auth_delete")
+        let response = rpc!(
+            self,
+            NotIdempotent,
+            self.keys.clone(),
+            set_key_for_deletion,
+            request
+        )?;
+        required(response.dual_auth_delete, "dual_auth_delete")
     }
 
     /// Cancels a pending authorization to delete.
@@ -113,8 +132,14 @@ impl KmsClient {
         let request = UnsetKeyForDeletionRequest {
             key: key.to_string(),
         };
-        let response = self.keys.clone().unset_key_for_deletion(request).await?;
-        required(response.into_inner().dual_auth_delete, "dual_auth_delete")
+        let response = rpc!(
+            self,
+            NotIdempotent,
+            self.keys.clone(),
+            unset_key_for_deletion,
+            request
+        )?;
+        required(response.dual_auth_delete, "dual_auth_delete")
     }
 
     // ----- InstanceService: policies -----
@@ -128,12 +153,14 @@ impl KmsClient {
         &self,
         request: SetInstancePoliciesRequest,
     ) -> Result<InstancePolicies, ClientError> {
-        let response = self
-            .instances
-            .clone()
-            .set_instance_policies(request)
-            .await?;
-        required(response.into_inner().policies, "policies")
+        let response = rpc!(
+            self,
+            NotIdempotent,
+            self.instances.clone(),
+            set_instance_policies,
+            request
+        )?;
+        required(response.policies, "policies")
     }
 
     /// Returns an instance's policies (by id, `instances/{id}` or CRN).
@@ -147,11 +174,13 @@ impl KmsClient {
         let request = GetInstancePoliciesRequest {
             instance: instance.to_owned(),
         };
-        let response = self
-            .instances
-            .clone()
-            .get_instance_policies(request)
-            .await?;
-        required(response.into_inner().policies, "policies")
+        let response = rpc!(
+            self,
+            Idempotent,
+            self.instances.clone(),
+            get_instance_policies,
+            request
+        )?;
+        required(response.policies, "policies")
     }
 }

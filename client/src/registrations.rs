@@ -15,6 +15,7 @@ use kmsim_proto::v1::{
 use crate::client::{AuthenticatedChannel, KmsClient};
 use crate::error::ClientError;
 use crate::refs::KeyRef;
+use crate::retry::rpc;
 
 fn registration(value: Option<Registration>) -> Result<Registration, ClientError> {
     value.ok_or(ClientError::MalformedResponse("registration"))
@@ -56,11 +57,14 @@ impl KmsClient {
             description: description.to_owned(),
             key_version_id: String::new(),
         };
-        let response = self
-            .registration_service()
-            .create_registration(request)
-            .await?;
-        registration(response.into_inner().registration)
+        let response = rpc!(
+            self,
+            NotIdempotent,
+            self.registration_service(),
+            create_registration,
+            request
+        )?;
+        registration(response.registration)
     }
 
     /// A key's registrations (soft-deleted ones included), oldest first.
@@ -75,11 +79,14 @@ impl KmsClient {
             key: key.to_string(),
             resource_crn: String::new(),
         };
-        let response = self
-            .registration_service()
-            .list_registrations(request)
-            .await?;
-        Ok(response.into_inner().registrations)
+        let response = rpc!(
+            self,
+            Idempotent,
+            self.registration_service(),
+            list_registrations,
+            request
+        )?;
+        Ok(response.registrations)
     }
 
     /// A resource's registrations on every instance the caller may read.
@@ -94,11 +101,14 @@ impl KmsClient {
             key: String::new(),
             resource_crn: resource_crn.to_owned(),
         };
-        let response = self
-            .registration_service()
-            .list_registrations(request)
-            .await?;
-        Ok(response.into_inner().registrations)
+        let response = rpc!(
+            self,
+            Idempotent,
+            self.registration_service(),
+            list_registrations,
+            request
+        )?;
+        Ok(response.registrations)
     }
 
     /// Updates a registration with a full request (unset fields keep their value).
@@ -110,11 +120,14 @@ impl KmsClient {
         &self,
         request: UpdateRegistrationRequest,
     ) -> Result<Registration, ClientError> {
-        let response = self
-            .registration_service()
-            .update_registration(request)
-            .await?;
-        registration(response.into_inner().registration)
+        let response = rpc!(
+            self,
+            NotIdempotent,
+            self.registration_service(),
+            update_registration,
+            request
+        )?;
+        registration(response.registration)
     }
 
     /// Moves a registration to the key version `key_version_id` (only forward).
@@ -160,11 +173,14 @@ impl KmsClient {
             resource_crn: resource_crn.to_owned(),
             retain_for: retain,
         };
-        let response = self
-            .registration_service()
-            .delete_registration(request)
-            .await?;
-        Ok(response.into_inner().registration)
+        let response = rpc!(
+            self,
+            NotIdempotent,
+            self.registration_service(),
+            delete_registration,
+            request
+        )?;
+        Ok(response.registration)
     }
 
     // ----- Lifecycle events -----
@@ -186,11 +202,15 @@ impl KmsClient {
             resource_crn: resource_crn.to_owned(),
             after_sequence,
         };
-        Ok(self
-            .event_service()
-            .watch_lifecycle_events(request)
-            .await?
-            .into_inner())
+        // Not retried (the caller resumes by sequence number), but sent again once with a new
+        // token if the server refused the old one.
+        rpc!(
+            self,
+            NotIdempotent,
+            self.event_service(),
+            watch_lifecycle_events,
+            request
+        )
     }
 
     /// Acknowledges a lifecycle event with the key state the adopter now applies and,
@@ -211,9 +231,14 @@ impl KmsClient {
             adopter_key_state: adopter_key_state as i32,
             key_version_id: key_version_id.unwrap_or_default().to_owned(),
         };
-        let response = self.event_service().ack_lifecycle_event(request).await?;
+        let response = rpc!(
+            self,
+            NotIdempotent,
+            self.event_service(),
+            ack_lifecycle_event,
+            request
+        )?;
         response
-            .into_inner()
             .event
             .ok_or(ClientError::MalformedResponse("event"))
     }
@@ -228,7 +253,7 @@ impl KmsClient {
         let request = SyncKeyRequest {
             key: key.to_string(),
         };
-        let response = self.key_service().sync_key(request).await?;
-        Ok(response.into_inner().events)
+        let response = rpc!(self, NotIdempotent, self.key_service(), sync_key, request)?;
+        Ok(response.events)
     }
 }

@@ -421,13 +421,13 @@ mod tests {
         let missing = KeyRef::in_instance("inst-1", "missing").unwrap();
         let err = client.get_key(&missing).await.unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
-        assert_eq!(err.reason(), Some("KEY_NOT_FOUND_ERR"));
+        assert_eq!(err.reason_code(), Some("KEY_NOT_FOUND_ERR"));
         assert_eq!(err.http_status(), Some(404));
 
         client.rotate(&root()).await.unwrap();
         client.rotate(&root()).await.unwrap();
         let err = client.rotate(&root()).await.unwrap_err();
-        assert_eq!(err.reason(), Some("KEY_ROTATION_NOT_PERMITTED"));
+        assert_eq!(err.reason_code(), Some("KEY_ROTATION_NOT_PERMITTED"));
         assert_eq!(err.retry_delay(), Some(Duration::from_secs(3600)));
 
         let err = client.restore(&root()).await.unwrap_err();
@@ -470,7 +470,7 @@ mod tests {
             .unwrap(&root(), &wrapped.ciphertext, &["a"])
             .await
             .unwrap_err();
-        assert_eq!(err.reason(), Some("UNPROCESSABLE_CIPHERTEXT_ERR"));
+        assert_eq!(err.reason_code(), Some("UNPROCESSABLE_CIPHERTEXT_ERR"));
     }
 
     #[tokio::test]
@@ -524,7 +524,9 @@ mod tests {
         let stranger = DataKeyManager::new(client.clone(), root(), vec!["other".to_owned()]);
         let err = stranger.unlock(&newest).await.unwrap_err();
         match err {
-            DataKeyError::Kms(e) => assert_eq!(e.reason(), Some("UNPROCESSABLE_CIPHERTEXT_ERR")),
+            DataKeyError::Kms(e) => {
+                assert_eq!(e.reason_code(), Some("UNPROCESSABLE_CIPHERTEXT_ERR"))
+            }
             other => panic!("unexpected {other:?}"),
         }
         assert!(!stranger.is_unlocked());
@@ -540,7 +542,7 @@ mod tests {
         match err {
             DataKeyError::Kms(e) => {
                 assert_eq!(e.code(), Code::FailedPrecondition);
-                assert_eq!(e.reason(), Some("KEY_ACTION_INVALID_STATE_ERR"));
+                assert_eq!(e.reason_code(), Some("KEY_ACTION_INVALID_STATE_ERR"));
             }
             other => panic!("unexpected {other:?}"),
         }

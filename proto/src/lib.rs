@@ -13,6 +13,11 @@ pub mod v1 {
     tonic::include_proto!("kmsim.v1");
 }
 
+pub mod admin;
+mod reason;
+
+pub use reason::Reason;
+
 /// The encoded `FileDescriptorSet` of every kmsim `.proto` file (with the well-known types it
 /// imports), for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("kmsim_descriptor");

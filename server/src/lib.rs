@@ -265,7 +265,7 @@ pub async fn serve_kms_with(
     let closing = Arc::clone(&kms);
     let shutdown = async move {
         shutdown.await;
-        // Live audit watches end, so draining does not wait for them.
+        // Live audit and lifecycle watches end, so draining does not wait for them.
         closing.audit().set_closing(true);
     };
 

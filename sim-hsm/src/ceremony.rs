@@ -14,7 +14,7 @@
 
 use std::sync::atomic::Ordering;
 
-use p256::ecdsa::{SigningKey, VerifyingKey};
+use p256::ecdsa::VerifyingKey;
 use zeroize::Zeroizing;
 
 use crate::error::HsmError;
@@ -28,123 +28,7 @@ use crate::token::{read, write};
 /// Maximum number of administrators.
 pub const MAX_ADMINISTRATORS: usize = 8;
 
-/// Module context that every signed command binds to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CommandContext {
-    /// Random per-start instance nonce.
-    pub instance: [u8; 16],
-    /// Counter of accepted administrative commands.
-    pub counter: u64,
-}
-
-/// An administrative command (what administrators sign).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AdminCommand {
-    /// Install an administrator.
-    AddAdministrator {
-        /// Unique name.
-        name: String,
-        /// SEC1 encoding of the P-256 public key.
-        public_key: Vec<u8>,
-    },
-    /// Remove an administrator (needs the revocation threshold).
-    RemoveAdministrator {
-        /// Name.
-        name: String,
-    },
-    /// Set the signature and revocation thresholds (leaves imprint mode).
-    SetThresholds {
-        /// Signature threshold.
-        signature: u8,
-        /// Revocation threshold.
-        revocation: u8,
-    },
-    /// Load one master-key part into the new register (the part itself is bound through its SHA-256).
-    LoadMasterKeyPart {
-        /// SHA-256 of the part.
-        part_digest: [u8; 32],
-    },
-    /// Clear the new register.
-    ClearNewMasterKey,
-    /// Commit the new register.
-    CommitMasterKey,
-    /// Move the committed new key into the empty current register (first activation).
-    ActivateMasterKey,
-    /// Begin re-sealing the store under the committed new key.
-    RotateMasterKey,
-}
-
-impl AdminCommand {
-    /// The command for loading `part`.
-    #[must_use]
-    pub fn load_master_key_part(part: &[u8; 32]) -> Self {
-        Self::LoadMasterKeyPart {
-            part_digest: primitives::sha256(part),
-        }
-    }
-
-    /// Canonical bytes signed by administrators.
-    #[must_use]
-    pub fn canonical_bytes(&self, ctx: &CommandContext) -> Vec<u8> {
-        let mut out = b"sim-hsm/admin-command/v1".to_vec();
-        out.extend_from_slice(&ctx.instance);
-        out.extend_from_slice(&ctx.counter.to_be_bytes());
-        let mut field = |b: &[u8]| {
-            out.extend_from_slice(&(b.len() as u64).to_be_bytes());
-            out.extend_from_slice(b);
-        };
-        match self {
-            Self::AddAdministrator { name, public_key } => {
-                field(b"add-administrator");
-                field(name.as_bytes());
-                field(public_key);
-            }
-            Self::RemoveAdministrator { name } => {
-                field(b"remove-administrator");
-                field(name.as_bytes());
-            }
-            Self::SetThresholds {
-                signature,
-                revocation,
-            } => {
-                field(b"set-thresholds");
-                field(&[*signature, *revocation]);
-            }
-            Self::LoadMasterKeyPart { part_digest } => {
-                field(b"load-master-key-part");
-                field(part_digest);
-            }
-            Self::ClearNewMasterKey => field(b"clear-new-master-key"),
-            Self::CommitMasterKey => field(b"commit-master-key"),
-            Self::ActivateMasterKey => field(b"activate-master-key"),
-            Self::RotateMasterKey => field(b"rotate-master-key"),
-        }
-        out
-    }
-}
-
-/// One administrator's signature over a command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdminSignature {
-    /// Administrator name.
-    pub admin: String,
-    /// ECDSA P-256/SHA-256 signature, r || s (64 bytes).
-    pub signature: Vec<u8>,
-}
-
-/// Signs `command` for the module state `ctx` as administrator `admin` (test and server helper).
-#[must_use]
-pub fn sign_command(
-    key: &SigningKey,
-    admin: &str,
-    ctx: &CommandContext,
-    command: &AdminCommand,
-) -> AdminSignature {
-    AdminSignature {
-        admin: admin.to_owned(),
-        signature: primitives::ecdsa_sign_sha256(key, &command.canonical_bytes(ctx)),
-    }
-}
+pub use kmsim_proto::admin::{AdminCommand, AdminSignature, CommandContext, sign_command};
 
 struct Admin {
     name: String,

@@ -1,130 +1,154 @@
-//! A simulated database deployment, as a BYOK database service runs one: it keeps its data key
-//! only wrapped at rest (under a customer root key in kmsim), unlocks it at start-up, encrypts
-//! its "disk" with it, follows root-key rotation by persisting the rewrapped form, and loses
-//! access to its data when the root key is disabled or shredded. When its database service
-//! registers it ([`Deployment::register`]), it answers the key's lifecycle events
-//! ([`Deployment::handle_lifecycle_event`]) and keeps its registration through its
-//! soft-deletion period when deprovisioned ([`Deployment::deprovision`]).
+//! A simulated database deployment, built only on the public client API
+//! (`kmsim_client::component`): it keeps its rows on its own "disk" (an embedded map),
+//! encrypted by the component with a data key wrapped by a customer root key (or a random one);
+//! shows a task list (a "Syncing KMS state" task while a rotation is re-encrypted, done once
+//! the event is acknowledged) and a nodes view with the key's status; takes backups encrypted
+//! under a separate key; can be deleted (soft deletion: its registration stays 9 days) and
+//! restored from a backup into a new deployment.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use kmsim_client::datakey::{DataKeyError, DataKeyManager, WrappedDataKey};
-use kmsim_client::proto::{KeyState, LifecycleEvent, LifecycleEventKind, Registration};
-use kmsim_client::{ClientError, KeyRef, KmsClient};
+use kmsim_client::KmsClient;
+use kmsim_client::component::{
+    AccessState, ComponentError, DeploymentKey, FollowObserver, MemoryStateStore,
+};
+use kmsim_client::proto::{LifecycleEvent, LifecycleEventKind, Registration};
+use tokio::sync::oneshot;
 
-/// The deployment's registration with its root key, made by its database service.
-struct Registered {
-    /// The database service's client (a service identity authorized on the key's instance).
-    service: KmsClient,
-    /// The deployment's CRN.
-    resource_crn: String,
+/// The task a deployment shows while it re-encrypts after a rotation.
+pub const SYNC_TASK: &str = "Syncing KMS state";
+
+/// The CRN of deployment `name` of `databases-for-postgresql`.
+pub fn deployment_crn(name: &str) -> String {
+    format!("crn:v1:bluemix:public:databases-for-postgresql:us-south:a/kmsim:{name}::")
 }
 
-/// A deployment: its name, its encrypted disk and its wrapped data key.
+/// One entry of the task list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    /// What it does.
+    pub name: String,
+    /// Finished.
+    pub done: bool,
+}
+
+/// One node of the nodes view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// The node's name.
+    pub name: String,
+    /// The status of the key that protects its disk.
+    pub key_status: AccessState,
+}
+
+/// Keeps the task list as the component applies events.
+#[derive(Clone, Default)]
+struct TaskList(Arc<Mutex<Vec<Task>>>);
+
+impl TaskList {
+    fn all(&self) -> Vec<Task> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl FollowObserver for TaskList {
+    fn started(&self, event: &LifecycleEvent) {
+        if event.kind == LifecycleEventKind::Rotate as i32 {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Task {
+                    name: SYNC_TASK.to_owned(),
+                    done: false,
+                });
+        }
+    }
+
+    fn finished(&self, event: &LifecycleEvent, _: AccessState) {
+        if event.kind == LifecycleEventKind::Rotate as i32 {
+            let mut tasks = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(task) = tasks.iter_mut().rev().find(|t| t.name == SYNC_TASK) {
+                task.done = true;
+            }
+        }
+    }
+}
+
+/// A backup: every row, encrypted under the backup key.
+#[derive(Debug, Clone)]
+pub struct Backup {
+    rows: BTreeMap<String, Vec<u8>>,
+}
+
+/// A running deployment.
 pub struct Deployment {
     name: String,
-    manager: DataKeyManager,
-    /// What the deployment keeps at rest: the wrapped data key...
-    wrapped: WrappedDataKey,
-    /// ...and records encrypted under the data key.
+    key: Arc<DeploymentKey>,
     disk: BTreeMap<String, Vec<u8>>,
-    /// Set once the database service registered the deployment with its root key.
-    registered: Option<Registered>,
+    tasks: TaskList,
+    stop_following: Option<oneshot::Sender<()>>,
 }
 
 impl Deployment {
-    /// Provisions a deployment whose data key is wrapped by `root` (database services require
-    /// the key's full CRN).
-    pub async fn provision(
-        client: KmsClient,
+    /// Creates deployment `name`: provisions its data key under `key_crn` (a full root key CRN;
+    /// `None` for a random key) as the database service `service`, and starts following the
+    /// key.
+    ///
+    /// # Errors
+    /// The component's provisioning errors.
+    pub async fn create(
+        service: KmsClient,
         name: &str,
-        root: KeyRef,
-    ) -> Result<Self, DataKeyError> {
-        let manager = DataKeyManager::new(client, root, vec![format!("deployment:{name}")]);
-        let wrapped = manager.provision().await?;
+        key_crn: Option<&str>,
+    ) -> Result<Self, ComponentError> {
+        let store = Arc::new(MemoryStateStore::new());
+        let key = Arc::new(
+            DeploymentKey::provision(service, &deployment_crn(name), key_crn, store).await?,
+        );
+        let tasks = TaskList::default();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let follower = Arc::clone(&key);
+        let observer = tasks.clone();
+        tokio::spawn(async move {
+            follower
+                .follow_observed(
+                    async {
+                        let _ = stopped.await;
+                    },
+                    &observer,
+                )
+                .await;
+        });
         Ok(Self {
             name: name.to_owned(),
-            manager,
-            wrapped,
+            key,
             disk: BTreeMap::new(),
-            registered: None,
+            tasks,
+            stop_following: Some(stop),
         })
     }
 
-    /// The database service registers the deployment (`resource_crn`) with its root key, at
-    /// the key version its data key is wrapped under, as the provisioning step does.
-    pub async fn register(
-        &mut self,
+    /// Creates deployment `name` from `backup`, whose rows were encrypted under `backup_key`.
+    ///
+    /// # Errors
+    /// As [`Deployment::create`]; decrypting the backup.
+    pub async fn restore(
         service: KmsClient,
-        resource_crn: &str,
-    ) -> Result<Registration, ClientError> {
-        let root = self.manager.root_key().clone();
-        let created = service
-            .create_registration(&root, resource_crn, false, &format!("{} disk", self.name))
-            .await?;
-        let registration = if created.key_version_id == self.wrapped.key_version_id {
-            created
-        } else {
-            service
-                .set_registration_key_version(&root, resource_crn, &self.wrapped.key_version_id)
-                .await?
-        };
-        self.registered = Some(Registered {
-            service,
-            resource_crn: resource_crn.to_owned(),
-        });
-        Ok(registration)
-    }
-
-    /// Answers a lifecycle event of the root key, as the database service does: after a
-    /// rotation it rewraps the data key under the new version and moves its registration
-    /// forward; then it acknowledges with the state and version it now applies. `None` when
-    /// the deployment is not registered (nobody would have told it).
-    pub async fn handle_lifecycle_event(
-        &mut self,
-        event: &LifecycleEvent,
-    ) -> Result<Option<LifecycleEvent>, DataKeyError> {
-        let Some(registered) = &self.registered else {
-            return Ok(None);
-        };
-        let service = registered.service.clone();
-        let resource_crn = registered.resource_crn.clone();
-        if event.kind == LifecycleEventKind::Rotate as i32 {
-            self.sync_kms_state().await?;
-            let root = self.manager.root_key().clone();
-            service
-                .set_registration_key_version(&root, &resource_crn, &self.wrapped.key_version_id)
-                .await?;
+        name: &str,
+        key_crn: Option<&str>,
+        backup: &Backup,
+        backup_key: &DeploymentKey,
+    ) -> Result<Self, ComponentError> {
+        let mut deployment = Self::create(service, name, key_crn).await?;
+        for (id, sealed) in &backup.rows {
+            let row = backup_key.decrypt(id, sealed)?;
+            deployment.write(id, &row)?;
         }
-        let state = KeyState::try_from(event.key_state).unwrap_or(KeyState::Unspecified);
-        Ok(Some(
-            service
-                .ack_lifecycle_event(&event.event_id, state, Some(&self.wrapped.key_version_id))
-                .await?,
-        ))
-    }
-
-    /// Deprovisions the deployment: the database service deletes its registration, keeping
-    /// it soft-deleted for `retain_for` (the deployment's soft-deletion period). Returns the
-    /// soft-deleted registration, if any.
-    pub async fn deprovision(
-        self,
-        retain_for: Duration,
-    ) -> Result<Option<Registration>, ClientError> {
-        match self.registered {
-            Some(registered) => {
-                registered
-                    .service
-                    .delete_registration(
-                        self.manager.root_key(),
-                        &registered.resource_crn,
-                        retain_for,
-                    )
-                    .await
-            }
-            None => Ok(None),
-        }
+        Ok(deployment)
     }
 
     /// The deployment's name.
@@ -132,45 +156,91 @@ impl Deployment {
         &self.name
     }
 
-    /// The key version the data key is currently wrapped under.
-    pub fn key_version(&self) -> &str {
-        &self.wrapped.key_version_id
+    /// The deployment's data key component.
+    pub fn key(&self) -> &DeploymentKey {
+        &self.key
     }
 
-    /// Writes a record, encrypted.
-    pub fn write(&mut self, id: &str, value: &[u8]) -> Result<(), DataKeyError> {
-        let sealed = self.manager.encrypt(value, id.as_bytes())?;
+    /// Writes a row, encrypted.
+    ///
+    /// # Errors
+    /// [`ComponentError::AccessRefused`] while the key is disabled or shredded.
+    pub fn write(&mut self, id: &str, value: &[u8]) -> Result<(), ComponentError> {
+        let sealed = self.key.encrypt(id, value)?;
         self.disk.insert(id.to_owned(), sealed);
         Ok(())
     }
 
-    /// Reads a record.
-    pub fn read(&self, id: &str) -> Result<Option<Vec<u8>>, DataKeyError> {
-        match self.disk.get(id) {
-            Some(sealed) => Ok(Some(self.manager.decrypt(sealed, id.as_bytes())?.to_vec())),
-            None => Ok(None),
+    /// Reads a row.
+    ///
+    /// # Errors
+    /// [`ComponentError::AccessRefused`] while the key is disabled or shredded.
+    pub fn read(&self, id: &str) -> Result<Option<Vec<u8>>, ComponentError> {
+        self.disk
+            .get(id)
+            .map(|sealed| self.key.decrypt(id, sealed).map(|row| row.to_vec()))
+            .transpose()
+    }
+
+    /// The ids of the rows on disk: metadata, readable whatever the key's state.
+    pub fn row_ids(&self) -> Vec<String> {
+        self.disk.keys().cloned().collect()
+    }
+
+    /// The task list.
+    pub fn tasks(&self) -> Vec<Task> {
+        self.tasks.all()
+    }
+
+    /// The nodes view: each member with the status of the key that protects its disk.
+    pub fn nodes(&self) -> Vec<Node> {
+        ["member-1", "member-2"]
+            .map(|name| Node {
+                name: name.to_owned(),
+                key_status: self.key.access(),
+            })
+            .to_vec()
+    }
+
+    /// The nodes' periodic check of the key against the KMS (catches what no lifecycle event
+    /// announces, such as an HSM zeroization).
+    ///
+    /// # Errors
+    /// A KMS failure that says nothing of the key.
+    pub async fn check_key(&self) -> Result<AccessState, ComponentError> {
+        self.key.verify().await
+    }
+
+    /// A backup of every row, encrypted under `backup_key`.
+    ///
+    /// # Errors
+    /// [`ComponentError::AccessRefused`] while either key refuses.
+    pub fn backup(&self, backup_key: &DeploymentKey) -> Result<Backup, ComponentError> {
+        let mut rows = BTreeMap::new();
+        for (id, sealed) in &self.disk {
+            let row = self.key.decrypt(id, sealed)?;
+            rows.insert(id.clone(), backup_key.encrypt(id, &row)?);
         }
+        Ok(Backup { rows })
     }
 
-    /// A restart: forgets the data key, then unlocks it again from the wrapped form at rest.
-    /// When the root key was rotated meanwhile, persists the rewrapped form.
-    pub async fn restart(&mut self) -> Result<(), DataKeyError> {
-        self.manager.lock();
-        if let Some(rewrapped) = self.manager.unlock(&self.wrapped).await? {
-            self.wrapped = rewrapped;
+    /// Deletes the deployment (soft deletion): stops following the key and deletes its
+    /// registration, which stays soft-deleted for 9 days.
+    ///
+    /// # Errors
+    /// The KMS call's failure.
+    pub async fn delete(mut self) -> Result<Option<Registration>, ComponentError> {
+        if let Some(stop) = self.stop_following.take() {
+            let _ = stop.send(());
         }
-        Ok(())
+        self.key.deprovision(None).await
     }
+}
 
-    /// The "syncing KMS state" task after a rotation event: rewraps the data key under the
-    /// root key's current version without unlocking it again.
-    pub async fn sync_kms_state(&mut self) -> Result<(), DataKeyError> {
-        self.wrapped = self.manager.rewrap(&self.wrapped).await?;
-        Ok(())
-    }
-
-    /// Whether the data key is in memory.
-    pub fn is_unlocked(&self) -> bool {
-        self.manager.is_unlocked()
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop_following.take() {
+            let _ = stop.send(());
+        }
     }
 }

@@ -60,11 +60,17 @@ impl TestServer {
     /// Starts a server with `config`, whose clock must be `clock` (except for
     /// [`TestServer::start_with_system_clock`]).
     pub async fn start_with(config: Config, clock: Arc<SimulatedClock>) -> Self {
+        Self::start_at(config, clock, "127.0.0.1:0").await
+    }
+
+    /// As [`TestServer::start_with`], listening on `address` (for example the address of a
+    /// server that was stopped, so its clients reconnect to the restarted one).
+    pub async fn start_at(config: Config, clock: Arc<SimulatedClock>, address: &str) -> Self {
         let kms = tokio::task::spawn_blocking(move || kmsim_server::open(&config))
             .await
             .unwrap()
             .expect("server state opens");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
         let address = listener.local_addr().unwrap();
         let (shutdown, stop) = oneshot::channel::<()>();
         let serving = Arc::clone(&kms);

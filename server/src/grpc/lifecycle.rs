@@ -124,6 +124,8 @@ pub async fn watch_lifecycle_events(
     }
     // Subscribe before the first read, so nothing appended in between is missed.
     let mut notified = kms.subscribe_lifecycle();
+    // The server's shutdown ends live watches, so draining does not wait for them.
+    let mut closing = kms.audit().closing();
     let domain = Arc::downgrade(kms);
     let (sender, receiver) = tokio::sync::mpsc::channel(WATCH_BUFFER);
     tokio::spawn(async move {
@@ -149,6 +151,7 @@ pub async fn watch_lifecycle_events(
                     Err(RecvError::Closed) => return,
                 },
                 () = sender.closed() => return,
+                _ = closing.wait_for(|closing| *closing) => return,
             }
         }
     });

@@ -1,130 +1,147 @@
-//! The scenario the product exists for: a database deployment keeps its data key wrapped by a
-//! customer root key, survives restarts and rotation, and is cryptoshredded when the key is
-//! purged.
+//! The seed story, one test per statement, played by a simulated database deployment
+//! (`kmsim_tests::deployment`, built on the client's database-encryption component) against
+//! the real server: a missing authorization fails provisioning; the key is chosen at creation
+//! (a random key otherwise); a bare key id is refused; a rotation re-encrypts under the new
+//! version with its audit events; deleting the deployment keeps the key's delete behind
+//! `force` for 9 days; a force delete locks the disks (metadata stays readable) and is
+//! audited as `hs-crypto.secrets.delete`; a backup restores into a new deployment; an HSM
+//! zeroization locks the deployment as cryptoshredding does.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
-use kmsim_client::datakey::DataKeyError;
+use kmsim_client::component::{AccessState, ComponentError, DeploymentKey, MemoryStateStore};
+use kmsim_client::{KeyRef, KmsClient};
 use kmsim_proto::v1 as pb;
-use kmsim_tests::TestServer;
-use kmsim_tests::deployment::Deployment;
+use kmsim_tests::deployment::{Deployment, SYNC_TASK, deployment_crn};
+use kmsim_tests::{TestServer, assert_error};
+use tonic::Code;
 
-#[tokio::test]
-async fn a_deployment_follows_rotation_and_is_shredded_with_its_key() {
-    let server = TestServer::start().await;
+use crate::registrations::{authorize, service_key};
+
+/// An HPCS instance with a root key, `databases-for-postgresql` authorized on it, and the
+/// database service's client: (instance id, root key, service client).
+async fn setup(server: &TestServer) -> (String, pb::Key, KmsClient) {
     let instance = server.instance_of(pb::InstanceFlavor::Hpcs).await;
     let root = server.root_key(&instance).await;
-    let mut pg = Deployment::provision(server.client(), "pg-1", root.crn.parse().unwrap())
-        .await
-        .unwrap();
-    let first_version = pg.key_version().to_owned();
-    pg.write("users/1", b"alice").unwrap();
+    authorize(server, &instance).await;
+    let service = service_client(server).await;
+    (instance, root, service)
+}
 
-    pg.restart().await.unwrap();
-    assert_eq!(pg.read("users/1").unwrap().as_deref(), Some(&b"alice"[..]));
-    assert_eq!(pg.key_version(), first_version);
-
-    // The root key rotates: the next start-up persists the rewrapped data key.
-    server
-        .keys()
-        .rotate_key(pb::RotateKeyRequest {
-            key: root.crn.clone(),
-            material: None,
-        })
-        .await
-        .unwrap();
-    pg.restart().await.unwrap();
-    assert_ne!(pg.key_version(), first_version);
-    assert_eq!(pg.read("users/1").unwrap().as_deref(), Some(&b"alice"[..]));
-
-    // Another rotation an hour later, followed by the sync task (rewrap without unlock).
-    server.advance(Duration::from_secs(3600));
-    let rotated = server
-        .keys()
-        .rotate_key(pb::RotateKeyRequest {
-            key: root.crn.clone(),
-            material: None,
-        })
+async fn service_client(server: &TestServer) -> KmsClient {
+    let api_key = service_key(server, &deployment_crn("any")).await;
+    KmsClient::builder(server.endpoint.clone())
+        .api_key(api_key)
+        .connect()
         .await
         .unwrap()
-        .into_inner()
-        .key
-        .unwrap();
-    pg.sync_kms_state().await.unwrap();
-    assert_eq!(pg.key_version(), rotated.current_version.unwrap().id);
+}
 
-    // Disabled key: a restart cannot unlock the data.
-    server
-        .keys()
-        .disable_key(pb::DisableKeyRequest {
-            key: root.crn.clone(),
-        })
-        .await
-        .unwrap();
-    assert!(matches!(pg.restart().await, Err(DataKeyError::Kms(_))));
-    assert!(!pg.is_unlocked());
-    assert!(matches!(pg.read("users/1"), Err(DataKeyError::Locked)));
-    server.advance(Duration::from_secs(30));
-    server
-        .keys()
-        .enable_key(pb::EnableKeyRequest {
-            key: root.crn.clone(),
-        })
-        .await
-        .unwrap();
-    pg.restart().await.unwrap();
-    assert_eq!(pg.read("users/1").unwrap().as_deref(), Some(&b"alice"[..]));
+/// Waits (up to 30 s) until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..1500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
 
-    // Cryptoshredding: delete, purge after 4 hours; the data is gone for good.
+async fn audit_actions(server: &TestServer, instance: &str) -> Vec<String> {
+    server
+        .client()
+        .list_audit_events(
+            pb::AuditEventFilter {
+                instance_id: instance.to_owned(),
+                ..Default::default()
+            },
+            0,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.outcome == pb::AuditOutcome::Success as i32)
+        .map(|e| e.action)
+        .collect()
+}
+
+async fn delete_key(server: &TestServer, crn: &str, force: bool) -> Result<(), tonic::Status> {
     server
         .keys()
         .delete_key(pb::DeleteKeyRequest {
-            key: root.crn.clone(),
-            force: false,
+            key: crn.to_owned(),
+            force,
         })
         .await
-        .unwrap();
-    server.advance(Duration::from_secs(4 * 3600));
-    server
-        .keys()
-        .purge_key(pb::PurgeKeyRequest {
-            key: root.crn.clone(),
-        })
-        .await
-        .unwrap();
-    let error = pg.restart().await.unwrap_err();
-    let DataKeyError::Kms(kms) = error else {
-        panic!("expected a KMS refusal, got {error:?}")
-    };
-    assert_eq!(kms.reason(), Some("KEY_NOT_FOUND_ERR"));
-    assert!(matches!(pg.read("users/1"), Err(DataKeyError::Locked)));
+        .map(drop)
 }
 
 #[tokio::test]
-async fn a_registered_deployment_answers_rotation_and_guards_its_key_through_soft_deletion() {
-    use crate::registrations::{PG_1, authorize, service_key};
-
+async fn without_the_authorization_provisioning_fails() {
     let server = TestServer::start().await;
-    let instance = server.instance().await;
+    let instance = server.instance_of(pb::InstanceFlavor::Hpcs).await;
     let root = server.root_key(&instance).await;
-    authorize(&server, &instance).await;
-    let api_key = service_key(&server, PG_1).await;
-    let service = server
-        .client()
-        .with_bearer_token(&server.token(&api_key).await)
+    let service = service_client(&server).await;
+    let refused = Deployment::create(service, "pg-1", Some(&root.crn)).await;
+    assert!(matches!(
+        refused,
+        Err(ComponentError::ServiceNotAuthorized(_))
+    ));
+}
+
+#[tokio::test]
+async fn the_key_is_chosen_at_creation_and_a_random_key_is_used_otherwise() {
+    let server = TestServer::start().await;
+    let (_, root, service) = setup(&server).await;
+    let mut byok = Deployment::create(service.clone(), "pg-1", Some(&root.crn))
+        .await
         .unwrap();
-    let mut pg = Deployment::provision(server.client(), "pg-1", root.crn.parse().unwrap())
+    let mut random = Deployment::create(service.clone(), "pg-2", None)
+        .await
+        .unwrap();
+    byok.write("users/1", b"alice").unwrap();
+    random.write("users/1", b"bob").unwrap();
+    assert_eq!(random.read("users/1").unwrap().unwrap(), b"bob");
+    // The BYOK deployment is registered with its key, at its version; the other with none.
+    let registrations = service
+        .list_key_registrations(&KeyRef::from_key(&root).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(registrations.len(), 1);
+    assert_eq!(registrations[0].resource_crn, deployment_crn("pg-1"));
+    assert_eq!(
+        Some(registrations[0].key_version_id.clone()),
+        byok.key().key_version()
+    );
+    assert_eq!(random.key().key_version(), None);
+    assert!(
+        service
+            .list_resource_registrations(&deployment_crn("pg-2"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_bare_key_id_is_refused() {
+    let server = TestServer::start().await;
+    let (_, root, service) = setup(&server).await;
+    let refused = Deployment::create(service, "pg-1", Some(&root.id)).await;
+    assert!(matches!(refused, Err(ComponentError::KeyCrnRequired(_))));
+}
+
+#[tokio::test]
+async fn a_rotation_re_encrypts_under_the_new_version_and_is_audited() {
+    let server = TestServer::start().await;
+    let (instance, root, service) = setup(&server).await;
+    let mut pg = Deployment::create(service, "pg-1", Some(&root.crn))
         .await
         .unwrap();
     pg.write("users/1", b"alice").unwrap();
-    let registration = pg.register(service.clone(), PG_1).await.unwrap();
-    assert_eq!(registration.key_version_id, pg.key_version());
-    let mut events = service.watch_lifecycle_events(PG_1, 0).await.unwrap();
-
-    // The key rotates: the deployment is told, rewraps, moves its registration forward and
-    // acknowledges in agreement.
     let rotated = server
         .keys()
         .rotate_key(pb::RotateKeyRequest {
@@ -136,37 +153,127 @@ async fn a_registered_deployment_answers_rotation_and_guards_its_key_through_sof
         .into_inner()
         .key
         .unwrap();
-    let event = tokio::time::timeout(Duration::from_secs(10), events.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let acked = pg.handle_lifecycle_event(&event).await.unwrap().unwrap();
-    assert_eq!(
-        acked.status,
-        pb::LifecycleDeliveryStatus::Acknowledged as i32
-    );
     let new_version = rotated.current_version.unwrap().id;
-    assert_eq!(pg.key_version(), new_version);
-    let root_ref: kmsim_client::KeyRef = root.crn.parse().unwrap();
-    let listed = server
-        .client()
-        .list_key_registrations(&root_ref)
-        .await
-        .unwrap();
-    assert_eq!(listed[0].key_version_id, new_version);
-    assert_eq!(pg.read("users/1").unwrap().as_deref(), Some(&b"alice"[..]));
+    until("the sync task is done", || {
+        pg.tasks().iter().any(|t| t.name == SYNC_TASK && t.done)
+    })
+    .await;
+    assert_eq!(pg.key().key_version(), Some(new_version));
+    assert_eq!(pg.read("users/1").unwrap().unwrap(), b"alice");
+    let actions = audit_actions(&server, &instance).await;
+    for action in [
+        "hs-crypto.secrets.rotate",
+        "hs-crypto.secrets.rewrap",
+        "hs-crypto.registrations.write",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == action),
+            "{action} missing from {actions:?}"
+        );
+    }
+}
 
-    // Deprovisioned: the registration stays through the 9-day soft deletion, guarding the key.
-    let retained = pg
-        .deprovision(Duration::from_secs(9 * 24 * 3600))
+#[tokio::test]
+async fn deleting_the_deployment_needs_force_for_the_key_for_nine_days() {
+    let server = TestServer::start().await;
+    let (_, root, service) = setup(&server).await;
+    let pg = Deployment::create(service, "pg-1", Some(&root.crn))
         .await
         .unwrap();
-    assert!(retained.unwrap().deleted);
-    let refused = server.client().delete(&root_ref, false).await.unwrap_err();
-    assert_eq!(refused.reason(), Some("PROTECTED_RESOURCE_ERR"));
+    pg.delete().await.unwrap();
+    assert_error(
+        delete_key(&server, &root.crn, false).await,
+        Code::FailedPrecondition,
+        "PROTECTED_RESOURCE_ERR",
+    );
     server
         .advance_rpc(Duration::from_secs(9 * 24 * 3600 + 1))
         .await;
-    server.client().delete(&root_ref, false).await.unwrap();
+    delete_key(&server, &root.crn, false).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_force_delete_locks_the_disks_and_leaves_metadata_readable() {
+    let server = TestServer::start().await;
+    let (instance, root, service) = setup(&server).await;
+    let mut pg = Deployment::create(service, "pg-1", Some(&root.crn))
+        .await
+        .unwrap();
+    pg.write("users/1", b"alice").unwrap();
+    delete_key(&server, &root.crn, true).await.unwrap();
+    until("the nodes show the key shredded", || {
+        pg.nodes()
+            .iter()
+            .all(|n| n.key_status == AccessState::Shredded)
+    })
+    .await;
+    assert!(matches!(
+        pg.read("users/1"),
+        Err(ComponentError::AccessRefused(AccessState::Shredded))
+    ));
+    assert!(pg.write("users/2", b"bob").is_err());
+    assert_eq!(pg.row_ids(), ["users/1"]);
+    assert!(
+        audit_actions(&server, &instance)
+            .await
+            .iter()
+            .any(|a| a == "hs-crypto.secrets.delete")
+    );
+}
+
+#[tokio::test]
+async fn a_backup_restores_into_a_new_deployment() {
+    let server = TestServer::start().await;
+    let (instance, root, service) = setup(&server).await;
+    let backup_root = server.root_key(&instance).await;
+    let backup_key = DeploymentKey::provision(
+        service.clone(),
+        &deployment_crn("pg-1-backups"),
+        Some(&backup_root.crn),
+        std::sync::Arc::new(MemoryStateStore::new()),
+    )
+    .await
+    .unwrap();
+    let mut pg = Deployment::create(service.clone(), "pg-1", Some(&root.crn))
+        .await
+        .unwrap();
+    for i in 0..10 {
+        pg.write(&format!("users/{i}"), format!("user {i}").as_bytes())
+            .unwrap();
+    }
+    let backup = pg.backup(&backup_key).unwrap();
+    pg.delete().await.unwrap();
+
+    let restored = Deployment::restore(service, "pg-2", Some(&root.crn), &backup, &backup_key)
+        .await
+        .unwrap();
+    for i in 0..10 {
+        assert_eq!(
+            restored.read(&format!("users/{i}")).unwrap().unwrap(),
+            format!("user {i}").as_bytes()
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_hsm_zeroization_locks_like_cryptoshredding() {
+    let server = TestServer::start().await;
+    let (_, root, service) = setup(&server).await;
+    let mut pg = Deployment::create(service, "pg-1", Some(&root.crn))
+        .await
+        .unwrap();
+    pg.write("users/1", b"alice").unwrap();
+    server.hsm().zeroize(pb::ZeroizeRequest {}).await.unwrap();
+    // No lifecycle event announces it: the nodes' check finds it.
+    assert_eq!(pg.check_key().await.unwrap(), AccessState::Shredded);
+    assert!(
+        pg.nodes()
+            .iter()
+            .all(|n| n.key_status == AccessState::Shredded)
+    );
+    assert!(matches!(
+        pg.read("users/1"),
+        Err(ComponentError::AccessRefused(AccessState::Shredded))
+    ));
+    assert_eq!(pg.row_ids(), ["users/1"]);
 }

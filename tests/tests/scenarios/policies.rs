@@ -646,7 +646,7 @@ async fn key_create_import_access_is_enforced() {
     let denied = |result: Result<pb::Key, kmsim_client::ClientError>, rule: &str| {
         let error = result.unwrap_err();
         assert_eq!(error.code(), Code::FailedPrecondition, "{error:?}");
-        assert_eq!(error.reason(), Some("KEY_CREATE_IMPORT_ACCESS_ERR"));
+        assert_eq!(error.reason_code(), Some("KEY_CREATE_IMPORT_ACCESS_ERR"));
         let status = error.status().unwrap();
         let info = tonic_types::StatusExt::get_error_details(status)
             .error_info()

@@ -5,10 +5,21 @@
 //! Binary values (payloads, plaintexts, ciphertexts) are standard base64 both on the command
 //! line and in the output. Results are printed as pretty JSON on stdout, with the proto field
 //! names, enums by name, timestamps in RFC 3339 and unset timestamps as `null`. Failures print
-//! the gRPC code, the Key Protect reason and the message on stderr and exit with status 1
-//! (2 for usage errors).
+//! the gRPC code, the Key Protect reason and the message on stderr. Exit status: 0 success,
+//! 1 the server refused the call, 2 a usage error (bad arguments, unreadable TLS files, TLS
+//! options on an `http://` endpoint), 3 the server could not be reached (including a failed
+//! TLS handshake).
+//!
+//! `kmsimctl login` exchanges an API key (from `KMSIM_API_KEY`, `--api-key-file` or stdin;
+//! never from the command line) for a token cached in a 0600 file, which later commands send
+//! when no `--token` is given.
 
+mod byok;
+
+use std::io::{BufRead as _, Write as _};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -32,9 +43,37 @@ pub struct Cli {
     /// gRPC endpoint of the kmsim server.
     #[arg(long, env = "KMSIM_ENDPOINT", default_value = DEFAULT_ENDPOINT, global = true)]
     pub endpoint: String,
-    /// Bearer token sent as `authorization: Bearer <token>`.
+    /// Bearer token sent as `authorization: Bearer <token>` (default: the token cached by
+    /// `kmsimctl login`).
     #[arg(long, env = "KMSIM_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// Where `login` caches the token (default `$HOME/.kmsimctl/token`).
+    #[arg(long, env = "KMSIM_TOKEN_FILE", global = true, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// For an `https://` endpoint: trust only this CA (PEM) instead of the system's roots.
+    #[arg(long, env = "KMSIM_CA_FILE", global = true, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+    /// For mutual TLS: the client certificate chain (PEM).
+    #[arg(
+        long,
+        env = "KMSIM_CLIENT_CERT",
+        global = true,
+        value_name = "PATH",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// For mutual TLS: the client private key (PEM).
+    #[arg(
+        long,
+        env = "KMSIM_CLIENT_KEY",
+        global = true,
+        value_name = "PATH",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
+    /// Check the server certificate for this name instead of the endpoint's host.
+    #[arg(long, env = "KMSIM_TLS_DOMAIN", global = true, value_name = "NAME")]
+    pub tls_domain: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -52,6 +91,32 @@ pub enum Command {
     /// Manage an instance's import token.
     #[command(subcommand)]
     ImportToken(ImportTokenCommand),
+    /// Identities, API keys, access policies and service authorizations.
+    #[command(subcommand)]
+    Iam(byok::IamCommand),
+    /// Registrations of resources (such as database deployments) with root keys.
+    #[command(subcommand)]
+    Registration(byok::RegistrationCommand),
+    /// Lifecycle events sent to registered resources.
+    #[command(subcommand)]
+    Event(byok::EventCommand),
+    /// Print a shell completion script (for example `kmsimctl completions bash >
+    /// /etc/bash_completion.d/kmsimctl`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Exchange an API key for a token and cache it (mode 0600) for later commands. The key
+    /// comes from `KMSIM_API_KEY`, `--api-key-file`, or the first line of stdin.
+    Login {
+        /// Read the API key from this file.
+        #[arg(long, value_name = "PATH")]
+        api_key_file: Option<PathBuf>,
+        /// Token lifetime in seconds (60 to 86400).
+        #[arg(long, default_value_t = 3600)]
+        lifetime_seconds: u64,
+    },
 }
 
 /// Instance flavors on the command line.
@@ -317,9 +382,40 @@ fn parse_timestamp(s: &str) -> Result<prost_types::Timestamp, String> {
         .map_err(|_| "expected an RFC 3339 timestamp such as 2030-01-01T00:00:00Z".to_owned())
 }
 
+/// Exit status when the server refused the call.
+pub const EXIT_REFUSED: u8 = 1;
+/// Exit status of a usage error (clap uses it too).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status when the server could not be reached.
+pub const EXIT_UNREACHABLE: u8 = 3;
+
+/// The exit status for `error`.
+pub fn exit_status(error: &ClientError) -> u8 {
+    match error {
+        ClientError::Connect(_) => EXIT_UNREACHABLE,
+        ClientError::Rpc(_)
+            if error.code() == tonic::Code::Unavailable && error.reason().is_none() =>
+        {
+            EXIT_UNREACHABLE
+        }
+        ClientError::Rpc(_) | ClientError::MalformedResponse(_) => EXIT_REFUSED,
+        _ => EXIT_USAGE,
+    }
+}
+
 /// Parses the process arguments, runs the command and prints its result or error.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        use clap::CommandFactory as _;
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "kmsimctl",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -331,13 +427,14 @@ pub fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
+        Ok(Value::Null) => ExitCode::SUCCESS,
         Ok(value) => {
             println!("{value:#}");
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprint!("{}", report(&e));
-            ExitCode::FAILURE
+            ExitCode::from(exit_status(&e))
         }
     }
 }
@@ -348,7 +445,7 @@ pub fn report(error: &ClientError) -> String {
     let mut out = format!(
         "error: code={:?} reason={} message={:?}\n",
         error.code(),
-        error.reason().unwrap_or("-"),
+        error.reason_code().unwrap_or("-"),
         error.message()
     );
     for violation in error.field_violations() {
@@ -363,19 +460,126 @@ pub fn report(error: &ClientError) -> String {
     out
 }
 
+/// The token cache file: `--token-file`, else `$HOME/.kmsimctl/token`.
+fn token_file(cli: &Cli) -> Option<PathBuf> {
+    cli.token_file.clone().or_else(|| {
+        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".kmsimctl").join("token"))
+    })
+}
+
+/// Writes `token` to `path`, readable by the owner only.
+fn cache_token(path: &Path, token: &str) -> Result<(), ClientError> {
+    let failed = |source| ClientError::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        options.mode(0o600);
+        // An older file keeps its mode on open: tighten it first.
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(failed)?;
+        }
+    }
+    let mut file = options.open(path).map_err(failed)?;
+    file.write_all(token.as_bytes()).map_err(failed)?;
+    file.sync_all().map_err(failed)
+}
+
+/// The API key for `login`: `KMSIM_API_KEY`, the file, or stdin's first line.
+fn read_api_key(file: Option<&Path>) -> Result<zeroize::Zeroizing<String>, ClientError> {
+    if let Ok(key) = std::env::var("KMSIM_API_KEY") {
+        return Ok(zeroize::Zeroizing::new(key.trim().to_owned()));
+    }
+    let mut key = zeroize::Zeroizing::new(String::new());
+    match file {
+        Some(path) => {
+            *key = std::fs::read_to_string(path).map_err(|source| ClientError::ReadFile {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        None => {
+            std::io::stdin()
+                .lock()
+                .read_line(&mut key)
+                .map_err(|source| ClientError::ReadFile {
+                    path: PathBuf::from("<stdin>"),
+                    source,
+                })?;
+        }
+    }
+    Ok(zeroize::Zeroizing::new(key.trim().to_owned()))
+}
+
 /// Connects as `cli` says, runs its command, and returns the JSON to print.
 ///
 /// # Errors
 /// The [`ClientError`] of the connection or the call.
 pub async fn run(cli: Cli) -> Result<Value, ClientError> {
-    let mut client = KmsClient::connect(cli.endpoint).await?;
-    if let Some(token) = cli.token.as_deref().filter(|t| !t.is_empty()) {
-        client = client.with_bearer_token(token)?;
+    let mut builder = KmsClient::builder(cli.endpoint.clone());
+    if let Some(ca) = &cli.ca_file {
+        builder = builder.ca_certificate_file(ca)?;
     }
+    if let (Some(cert), Some(key)) = (&cli.client_cert, &cli.client_key) {
+        builder = builder.client_identity_files(cert, key)?;
+    }
+    if let Some(domain) = &cli.tls_domain {
+        builder = builder.tls_domain(domain.clone());
+    }
+    let cache = token_file(&cli);
+    let token = match cli.token.as_deref().filter(|t| !t.is_empty()) {
+        Some(token) => Some(token.to_owned()),
+        None => cache
+            .as_deref()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty()),
+    };
+    if let (Some(token), false) = (token, matches!(cli.command, Command::Login { .. })) {
+        builder = builder.bearer_token(token);
+    }
+    let client = builder.connect().await?;
     match cli.command {
         Command::Instance(command) => run_instance(&client, command).await,
         Command::Key(command) => run_key(&client, command).await,
         Command::ImportToken(command) => run_import_token(&client, command).await,
+        Command::Iam(command) => byok::run_iam(&client, command).await,
+        Command::Registration(command) => byok::run_registration(&client, command).await,
+        Command::Event(command) => byok::run_event(&client, command).await,
+        // Handled by `main` before connecting.
+        Command::Completions { .. } => Ok(Value::Null),
+        Command::Login {
+            api_key_file,
+            lifetime_seconds,
+        } => {
+            let api_key = read_api_key(api_key_file.as_deref())?;
+            let issued = client
+                .create_token(&api_key, Duration::from_secs(lifetime_seconds))
+                .await?;
+            let token = zeroize::Zeroizing::new(issued.access_token);
+            let path = cache.ok_or_else(|| ClientError::ReadFile {
+                path: PathBuf::from("<token file>"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no token file: set --token-file or HOME",
+                ),
+            })?;
+            cache_token(&path, &token)?;
+            let identity = issued.identity.unwrap_or_default();
+            Ok(json!({
+                "identity": { "id": identity.id, "name": identity.name },
+                "expiration_time": timestamp_json(issued.expiration_time.as_ref()),
+                "token_file": path.display().to_string(),
+            }))
+        }
     }
 }
 
@@ -575,7 +779,7 @@ fn str_refs(strings: &[String]) -> Vec<&str> {
     strings.iter().map(String::as_str).collect()
 }
 
-fn timestamp_json(ts: Option<&prost_types::Timestamp>) -> Value {
+pub(crate) fn timestamp_json(ts: Option<&prost_types::Timestamp>) -> Value {
     ts.map_or(Value::Null, |ts| Value::String(ts.to_string()))
 }
 
