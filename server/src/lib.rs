@@ -19,6 +19,7 @@ pub mod faults;
 pub mod grpc;
 pub mod kms;
 pub mod random;
+pub mod rest;
 pub mod seed;
 pub mod store;
 
@@ -190,6 +191,45 @@ pub async fn serve(
             )))
         })??;
     serve_kms(listener, kms, shutdown).await
+}
+
+/// Runs the gRPC server on `listener` and, when `rest` is given, the Key Protect REST facade
+/// ([`rest`]) on it, over the same domain, until `shutdown` completes.
+pub async fn serve_with_rest(
+    listener: TcpListener,
+    rest: Option<TcpListener>,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let kms = tokio::task::spawn_blocking(move || open(&config))
+        .await
+        .map_err(|_| {
+            ServeError::Kms(error::KmsError::Store(store::StoreError::backend(
+                "start-up task failed",
+            )))
+        })??;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let rest_task = rest.map(|rest_listener| {
+        let mut stopped = stopped.clone();
+        tokio::spawn(rest::serve(rest_listener, Arc::clone(&kms), async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }))
+    });
+    let grpc_shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let result = serve_kms(listener, Arc::clone(&kms), grpc_shutdown).await;
+    if let Some(task) = rest_task {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "the REST facade failed"),
+            Err(_) => tracing::error!("the REST facade's task stopped unexpectedly"),
+        }
+        // The REST calls answered while gRPC drained are on disk too.
+        kms.audit().sync().await;
+    }
+    result
 }
 
 /// Runs the server for an already opened domain.

@@ -53,6 +53,14 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let config = args.to_config()?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, data_dir = %args.data_dir.display(), "kmsim listening");
+    let rest = match args.rest_listen {
+        Some(address) => {
+            let rest = tokio::net::TcpListener::bind(address).await?;
+            tracing::info!(address = %rest.local_addr()?, "Key Protect REST facade listening");
+            Some(rest)
+        }
+        None => None,
+    };
     // On a signal, stop accepting and drain in-flight calls; clients that keep idle
     // connections open get GRACE_PERIOD before the process exits anyway (every acknowledged
     // write is already on disk).
@@ -65,7 +73,7 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     tokio::select! {
-        result = kmsim_server::serve(listener, config, signalled) => result?,
+        result = kmsim_server::serve_with_rest(listener, rest, config, signalled) => result?,
         () = async {
             stopping.notified().await;
             tokio::time::sleep(GRACE_PERIOD).await;

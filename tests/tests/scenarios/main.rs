@@ -16,6 +16,7 @@ mod lifecycle;
 mod persistence;
 mod policies;
 mod registrations;
+mod rest;
 mod rotation;
 mod seeding;
 mod service_surface;
