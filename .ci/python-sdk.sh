@@ -35,8 +35,10 @@ done
 
 # The API key reaches the scenario in a file, never on a command line.
 key_file="$data/api-key"
-python3 -c 'import re,sys; print(re.search(r"secret: (\S+)", open(sys.argv[1]).read()).group(1))' \
-  tests/clients/python/seed.yaml >"$key_file"
+service_key_file="$data/service-api-key"
+secret() { python3 -c 'import re,sys; print(re.findall(r"secret: (\S+)", open(sys.argv[1]).read())[int(sys.argv[2])])' tests/clients/python/seed.yaml "$1"; }
+secret 0 >"$key_file"
+secret 1 >"$service_key_file"
 advance="$data/advance"
 cat >"$advance" <<ADVANCE
 #!/usr/bin/env bash
@@ -46,7 +48,7 @@ ADVANCE
 chmod +x "$advance"
 
 if ! KMSIM_REST_URL="http://$rest_addr" KMSIM_INSTANCE=7d1e5c2a-9b3f-4c8d-a1e2-3f4b5c6d7e8f \
-  KMSIM_API_KEY_FILE="$key_file" KMSIM_ADVANCE="$advance" \
+  KMSIM_API_KEY_FILE="$key_file" KMSIM_SERVICE_KEY_FILE="$service_key_file" KMSIM_ADVANCE="$advance" \
   "$venv/bin/python" tests/clients/python/scenario.py; then
   echo "FAIL: the Python SDK scenario failed" >&2
   echo "--- server log" >&2

@@ -120,6 +120,13 @@ pub fn router(kms: Arc<Kms>) -> Router {
             get(registrations::for_key),
         )
         .route(
+            "/api/v2/keys/{id}/registrations/{*crn}",
+            post(registrations::create)
+                .patch(registrations::update)
+                .put(registrations::replace)
+                .delete(registrations::delete),
+        )
+        .route(
             "/api/v2/instance/policies",
             get(policies::get_instance).put(policies::put_instance),
         )

@@ -1,10 +1,13 @@
 //! Registrations over REST, as the SDKs list them: `GET keys/{id}/registrations` and
 //! `GET keys/registrations?urlEncodedResourceCRNQuery=<crn>` (within the `Bluemix-Instance`
 //! instance), with `limit`, `offset`, `preventKeyDeletion` and `totalCount`, through the same
-//! `Kms::list_registrations` as gRPC. Also the key rings kmsim has: `default` only.
+//! `Kms::list_registrations` as gRPC; the service-to-service writes (`POST`, `PATCH`, `PUT`,
+//! `DELETE keys/{id}/registrations/{urlEncodedResourceCRN}`, `SERVICE_ONLY_ERR` for users).
+//! Also the key rings kmsim has: `default` only.
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
 use http::{HeaderMap, StatusCode};
@@ -12,11 +15,13 @@ use serde_json::{Value, json};
 
 use crate::grpc::parse;
 use crate::kms::Kms;
-use crate::kms::ids::ResourceCrn;
-use crate::kms::registrations::{RegistrationQuery, RegistrationView};
-use crate::rest::call::{Call, Query, Reply, Route};
+use crate::kms::ids::{KeyVersionId, ResourceCrn};
+use crate::kms::registrations::{
+    NewRegistration, RegistrationQuery, RegistrationUpdate, RegistrationView,
+};
+use crate::rest::call::{Call, Query, Reply, Route, bool_field, string_field};
 use crate::rest::error::RestError;
-use crate::rest::json;
+use crate::rest::{blocking, json};
 
 const FOR_KEY: Route = Route {
     grpc: "RegistrationService/ListRegistrations",
@@ -129,5 +134,148 @@ pub async fn key_rings(State(kms): State<Arc<Kms>>, headers: HeaderMap) -> Respo
             json::collection(json::KEY_RING_TYPE, vec![json!({"id": "default"})]),
         ))
     })();
+    call.finish(result).await
+}
+
+const CREATE: Route = Route {
+    grpc: "RegistrationService/CreateRegistration",
+    rest: "POST /api/v2/keys/{id}/registrations/{urlEncodedResourceCRN}",
+    failed: "Registration could not be created",
+};
+const UPDATE: Route = Route {
+    grpc: "RegistrationService/UpdateRegistration",
+    rest: "PATCH /api/v2/keys/{id}/registrations/{urlEncodedResourceCRN}",
+    failed: "Registration could not be updated",
+};
+const REPLACE: Route = Route {
+    grpc: "RegistrationService/UpdateRegistration",
+    rest: "PUT /api/v2/keys/{id}/registrations/{urlEncodedResourceCRN}",
+    failed: "Registration could not be replaced",
+};
+const DELETE: Route = Route {
+    grpc: "RegistrationService/DeleteRegistration",
+    rest: "DELETE /api/v2/keys/{id}/registrations/{urlEncodedResourceCRN}",
+    failed: "Registration could not be deleted",
+};
+
+/// The body fields of a registration write (`registrationMetadata` is not kept by kmsim).
+fn write_fields(
+    object: &serde_json::Map<String, Value>,
+) -> Result<(Option<bool>, Option<String>, Option<KeyVersionId>), RestError> {
+    if string_field(object, "registrationMetadata")?.is_some_and(|m| !m.is_empty()) {
+        return Err(RestError::Unsupported("registrationMetadata"));
+    }
+    let version = string_field(object, "keyVersionId")?
+        .map(|v| parse::<KeyVersionId>("keyVersionId", &v))
+        .transpose()?;
+    Ok((
+        bool_field(object, "preventKeyDeletion")?,
+        string_field(object, "description")?,
+        version,
+    ))
+}
+
+fn one(view: &RegistrationView, status: StatusCode) -> Reply {
+    Reply::Json(
+        status,
+        json::collection(json::REGISTRATION_TYPE, vec![json::registration(view)]),
+    )
+}
+
+async fn write(
+    kms: Arc<Kms>,
+    route: Route,
+    id: String,
+    crn: String,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let call = Call::start(&kms, route, headers);
+    let result = async {
+        let who = call.who()?;
+        let key = call.key(&id)?;
+        let resource: ResourceCrn = parse("urlEncodedResourceCRN", crn.trim_start_matches('/'))?;
+        let object = call.json(body).await?;
+        let (prevent, description, version) = write_fields(&object)?;
+        if route.rest == CREATE.rest {
+            let new = NewRegistration {
+                key,
+                resource_crn: resource,
+                prevent_key_deletion: prevent
+                    .ok_or_else(|| RestError::field("preventKeyDeletion", "a boolean"))?,
+                description: description.unwrap_or_default(),
+                key_version: version,
+            };
+            let view = blocking(call.kms(), move |kms| kms.create_registration(&who, new)).await?;
+            Ok(one(&view, StatusCode::CREATED))
+        } else {
+            let update = RegistrationUpdate {
+                key,
+                resource_crn: resource,
+                description,
+                prevent_key_deletion: prevent,
+                key_version: version,
+            };
+            let view =
+                blocking(call.kms(), move |kms| kms.update_registration(&who, update)).await?;
+            Ok(one(&view, StatusCode::OK))
+        }
+    }
+    .await;
+    call.finish(result).await
+}
+
+/// `POST /api/v2/keys/{id}/registrations/{urlEncodedResourceCRN}` (service identities): 201.
+pub async fn create(
+    State(kms): State<Arc<Kms>>,
+    Path((id, crn)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    write(kms, CREATE, id, crn, headers, body).await
+}
+
+/// `PATCH /api/v2/keys/{id}/registrations/{urlEncodedResourceCRN}` (merge): 200.
+pub async fn update(
+    State(kms): State<Arc<Kms>>,
+    Path((id, crn)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    write(kms, UPDATE, id, crn, headers, body).await
+}
+
+/// `PUT /api/v2/keys/{id}/registrations/{urlEncodedResourceCRN}`: as `PATCH`, 200.
+pub async fn replace(
+    State(kms): State<Arc<Kms>>,
+    Path((id, crn)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    write(kms, REPLACE, id, crn, headers, body).await
+}
+
+/// `DELETE /api/v2/keys/{id}/registrations/{urlEncodedResourceCRN}`: 204, or 200 with the
+/// registration for `Prefer: return=representation`.
+pub async fn delete(
+    State(kms): State<Arc<Kms>>,
+    Path((id, crn)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let call = Call::start(&kms, DELETE, headers);
+    let result = async {
+        let who = call.who()?;
+        let key = call.key(&id)?;
+        let resource: ResourceCrn = parse("urlEncodedResourceCRN", crn.trim_start_matches('/'))?;
+        let view = blocking(call.kms(), move |kms| {
+            kms.delete_registration(&who, &key, &resource, std::time::Duration::ZERO)
+        })
+        .await?;
+        Ok(match view {
+            Some(view) if call.wants_representation() => one(&view, StatusCode::OK),
+            _ => Reply::Empty(StatusCode::NO_CONTENT),
+        })
+    }
+    .await;
     call.finish(result).await
 }

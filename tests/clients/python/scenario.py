@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.parse
 
 from ibm_cloud_sdk_core import ApiException
 from ibm_cloud_sdk_core.authenticators import IAMAuthenticator
@@ -136,6 +137,24 @@ policies = kp.put_policy(
 assert policies["resources"][0]["rotation"]["interval_month"] == 3
 read = kp.get_policy(id=key_id, bluemix_instance=instance).get_result()
 assert read["resources"][0]["rotation"]["interval_month"] == 3
+
+# A database service registers its deployment against the key (the SDK has no call for this
+# service-to-service write: the SDK's own request plumbing sends it); the key cannot be deleted
+# then, and can once the registration is gone.
+with open(os.environ["KMSIM_SERVICE_KEY_FILE"], encoding="utf-8") as f:
+    service = IbmKeyProtectApiV2(authenticator=IAMAuthenticator(f.read().strip(), url=url))
+service.set_service_url(url)
+deployment = "crn:v1:bluemix:public:databases-for-postgresql:us-south:a/kmsim:pg-1::"
+registration_path = f"/api/v2/keys/{key_id}/registrations/{urllib.parse.quote(deployment, safe='')}"
+registered = service.send(service.prepare_request(
+    method="POST", url=registration_path, headers={"Bluemix-Instance": instance, "content-type": "application/json"},
+    data=json.dumps({"preventKeyDeletion": False, "description": "orders database"}),
+))
+assert registered.get_status_code() == 201
+listed = kp.get_registrations(id=key_id, bluemix_instance=instance).get_result()
+assert listed["resources"][0]["resourceCrn"] == deployment, listed
+expect_error(lambda: kp.delete_key(id=key_id, bluemix_instance=instance), 409, "PROTECTED_RESOURCE_ERR")
+service.send(service.prepare_request(method="DELETE", url=registration_path, headers={"Bluemix-Instance": instance}))
 
 # Delete, purge refused before 4 hours, restore, force delete, purge after 4 hours.
 assert kp.delete_key(id=key_id, bluemix_instance=instance).get_status_code() == 204

@@ -753,3 +753,78 @@ async fn iam_token_endpoint_exchanges_api_keys_for_tokens_rest_accepts() {
     assert_eq!(tokens[2].reason, "UNAUTHORIZED_ERR");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn rest_registration_writes_are_for_services_and_protect_keys() {
+    const POSTGRES: &str = "databases-for-postgresql";
+    const DEPLOYMENT: &str =
+        "crn:v1:bluemix:public:databases-for-postgresql:us-south:a/kmsim:0b1c2d3e-pg-1::";
+    let server = TestServer::start().await;
+    let mut rest = Rest::start(&server).await;
+    let id = rest.create_key("protected", false).await.key()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let encoded = DEPLOYMENT.replace('/', "%2F");
+    let path = format!("/api/v2/keys/{id}/registrations/{encoded}");
+    let body = json!({"preventKeyDeletion": false, "description": "pg data"});
+
+    // A user (the admin, here) may not write registrations.
+    rest.json(Method::POST, &path, body.clone())
+        .await
+        .expect_error(403, "SERVICE_ONLY_ERR");
+
+    // A service identity authorized on the instance may.
+    let created = server
+        .iam()
+        .create_api_key(pb::CreateApiKeyRequest {
+            kind: pb::IdentityKind::Service as i32,
+            name: POSTGRES.into(),
+            source_instance_crn: DEPLOYMENT.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    server
+        .iam()
+        .create_authorization(pb::CreateAuthorizationRequest {
+            source_service_name: POSTGRES.into(),
+            source_instance_crn: DEPLOYMENT.into(),
+            target_instance: rest.instance.clone(),
+            role: pb::Role::Reader as i32,
+        })
+        .await
+        .unwrap();
+    let admin_token = std::mem::replace(&mut rest.token, server.token(&created.secret).await);
+    let registered = rest.json(Method::POST, &path, body).await;
+    assert_eq!(
+        registered.status,
+        StatusCode::CREATED,
+        "{}",
+        registered.body
+    );
+    assert_eq!(registered.body["resources"][0]["resourceCrn"], DEPLOYMENT);
+    let patched = rest
+        .json(Method::PATCH, &path, json!({"description": "pg data v2"}))
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
+    assert_eq!(patched.body["resources"][0]["description"], "pg data v2");
+
+    // The admin lists it by key and by CRN, and cannot delete the key without force.
+    rest.token = admin_token;
+    let by_key = rest
+        .get(&format!("/api/v2/keys/{id}/registrations?totalCount=true"))
+        .await;
+    assert_eq!(by_key.body["metadata"]["totalCount"], 1, "{}", by_key.body);
+    let by_crn = rest
+        .get(&format!(
+            "/api/v2/keys/registrations?urlEncodedResourceCRNQuery={encoded}"
+        ))
+        .await;
+    assert_eq!(by_crn.body["resources"][0]["keyId"], id.as_str());
+    rest.send(Method::DELETE, &format!("/api/v2/keys/{id}"), &[], None)
+        .await
+        .expect_error(409, "PROTECTED_RESOURCE_ERR");
+    server.stop().await;
+}
