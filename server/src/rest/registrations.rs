@@ -158,21 +158,26 @@ const DELETE: Route = Route {
     failed: "Registration could not be deleted",
 };
 
-/// The body fields of a registration write (`registrationMetadata` is not kept by kmsim).
-fn write_fields(
-    object: &serde_json::Map<String, Value>,
-) -> Result<(Option<bool>, Option<String>, Option<KeyVersionId>), RestError> {
+/// The body fields of a registration write.
+struct WriteFields {
+    prevent: Option<bool>,
+    description: Option<String>,
+    version: Option<KeyVersionId>,
+}
+
+/// Reads a registration write's body (`registrationMetadata` is not kept by kmsim).
+fn write_fields(object: &serde_json::Map<String, Value>) -> Result<WriteFields, RestError> {
     if string_field(object, "registrationMetadata")?.is_some_and(|m| !m.is_empty()) {
         return Err(RestError::Unsupported("registrationMetadata"));
     }
     let version = string_field(object, "keyVersionId")?
         .map(|v| parse::<KeyVersionId>("keyVersionId", &v))
         .transpose()?;
-    Ok((
-        bool_field(object, "preventKeyDeletion")?,
-        string_field(object, "description")?,
+    Ok(WriteFields {
+        prevent: bool_field(object, "preventKeyDeletion")?,
+        description: string_field(object, "description")?,
         version,
-    ))
+    })
 }
 
 fn one(view: &RegistrationView, status: StatusCode) -> Reply {
@@ -196,7 +201,11 @@ async fn write(
         let key = call.key(&id)?;
         let resource: ResourceCrn = parse("urlEncodedResourceCRN", crn.trim_start_matches('/'))?;
         let object = call.json(body).await?;
-        let (prevent, description, version) = write_fields(&object)?;
+        let WriteFields {
+            prevent,
+            description,
+            version,
+        } = write_fields(&object)?;
         if route.rest == CREATE.rest {
             let new = NewRegistration {
                 key,
