@@ -65,6 +65,10 @@ pub struct ServeArgs {
     /// resolved; the first address is used).
     #[arg(long, env = "KMSIM_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: String,
+    /// Address of the Key Protect REST facade (`/api/v2/...`) and IAM token endpoint
+    /// (`/identity/token`, `/oidc/token`), HTTP/1.1; off unless given (e.g. 127.0.0.1:7080).
+    #[arg(long, env = "KMSIM_REST_LISTEN")]
+    pub rest_listen: Option<SocketAddr>,
     /// Directory of the embedded database (created if missing).
     #[arg(long, env = "KMSIM_DATA_DIR", default_value = "kmsim-data")]
     pub data_dir: PathBuf,

@@ -19,6 +19,7 @@ pub mod faults;
 pub mod grpc;
 pub mod kms;
 pub mod random;
+pub mod rest;
 pub mod seed;
 pub mod store;
 pub mod tls;
@@ -228,6 +229,41 @@ pub async fn serve(
 pub struct ServeOptions {
     /// TLS (and mTLS when it has a client CA); `None`: plaintext HTTP/2.
     pub tls: Option<tls::TlsSettings>,
+}
+
+/// Runs the gRPC server on `listener` and, when `rest` is given, the Key Protect REST facade
+/// ([`rest`]) on it, over the same domain, until `shutdown` completes.
+pub async fn serve_with_rest(
+    listener: TcpListener,
+    rest: Option<TcpListener>,
+    kms: Arc<Kms>,
+    options: &ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let rest_task = rest.map(|rest_listener| {
+        let mut stopped = stopped.clone();
+        tokio::spawn(rest::serve(rest_listener, Arc::clone(&kms), async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }))
+    });
+    let grpc_shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let result = serve_kms_with(listener, Arc::clone(&kms), options, grpc_shutdown).await;
+    if let Some(task) = rest_task {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "the REST facade failed"),
+            Err(_) => tracing::error!("the REST facade's task stopped unexpectedly"),
+        }
+        // The REST calls answered while gRPC drained are on disk too.
+        if let Err(error) = kms.audit().sync().await {
+            tracing::error!(%error, "audit events could not be written at shutdown");
+        }
+    }
+    result
 }
 
 /// Runs the server for an already opened domain, in plaintext.

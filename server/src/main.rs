@@ -66,6 +66,14 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|error| format!("cannot listen on {address}: {error}"))?;
     tracing::info!(address = %listener.local_addr()?, data_dir = %args.data_dir.display(), "kmsim listening");
+    let rest = match args.rest_listen {
+        Some(address) => {
+            let rest = tokio::net::TcpListener::bind(address).await?;
+            tracing::info!(address = %rest.local_addr()?, "Key Protect REST facade listening");
+            Some(rest)
+        }
+        None => None,
+    };
     // On a signal, stop accepting and drain in-flight calls; clients that keep idle
     // connections open get GRACE_PERIOD before the process exits anyway (every acknowledged
     // write is already on disk).
@@ -78,7 +86,7 @@ async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     tokio::select! {
-        result = kmsim_server::serve_kms_with(listener, kms, &options, signalled) => result?,
+        result = kmsim_server::serve_with_rest(listener, rest, kms, &options, signalled) => result?,
         () = async {
             stopping.notified().await;
             tokio::time::sleep(GRACE_PERIOD).await;

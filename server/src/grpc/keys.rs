@@ -117,7 +117,11 @@ fn token_to_proto(view: &ImportTokenView) -> pb::ImportToken {
     }
 }
 
-fn material_bytes(field: &'static str, bytes: Vec<u8>) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+/// Key material of a valid length (16, 24 or 32 bytes).
+pub(crate) fn material_bytes(
+    field: &'static str,
+    bytes: Vec<u8>,
+) -> Result<Zeroizing<Vec<u8>>, KmsError> {
     let bytes = Zeroizing::new(bytes);
     if matches!(bytes.len(), 16 | 24 | 32) {
         Ok(bytes)
@@ -159,7 +163,8 @@ fn secure_import(input: pb::SecureImport) -> Result<SecureImportInput, KmsError>
     })
 }
 
-fn aad(items: Vec<String>) -> Result<Vec<String>, KmsError> {
+/// AAD within the item count and length limits.
+pub(crate) fn validated_aad(items: Vec<String>) -> Result<Vec<String>, KmsError> {
     if items.len() > MAX_AAD_ITEMS {
         return Err(KmsError::field("aad", FieldProblem::TooMany));
     }
@@ -169,7 +174,8 @@ fn aad(items: Vec<String>) -> Result<Vec<String>, KmsError> {
     Ok(items)
 }
 
-fn key_size(bits: i32) -> Result<usize, KmsError> {
+/// The key size in bytes of a `key_size_bits` value (0: 256).
+pub(crate) fn validated_key_size(bits: i32) -> Result<usize, KmsError> {
     match bits {
         0 | 256 => Ok(32),
         192 => Ok(24),
@@ -221,7 +227,7 @@ impl KeyService for Keys {
             Err(_) => return Err(KmsError::field("type", FieldProblem::UnknownEnumValue).into()),
         };
         let material = match request.material {
-            None => Material::Generate(key_size(request.key_size_bits)?),
+            None => Material::Generate(validated_key_size(request.key_size_bits)?),
             Some(_) if request.key_size_bits != 0 => {
                 return Err(KmsError::field("key_size_bits", FieldProblem::NotAllowed).into());
             }
@@ -347,7 +353,7 @@ impl KeyService for Keys {
             return Err(KmsError::field("plaintext", FieldProblem::TooLong).into());
         }
         let plaintext = (!request.plaintext.is_empty()).then(|| Zeroizing::new(request.plaintext));
-        let aad = aad(request.aad)?;
+        let aad = validated_aad(request.aad)?;
         let result = self.kms.wrap(&who, &key, plaintext, &aad)?;
         if let Some(note) = &call {
             note.set_key_version(result.version.id);
@@ -368,7 +374,7 @@ impl KeyService for Keys {
         let request = request.into_inner();
         let key = key_ref(&request.key)?;
         name_key(call.as_ref(), &key).await?;
-        let aad = aad(request.aad)?;
+        let aad = validated_aad(request.aad)?;
         let result = self
             .kms
             .unwrap(&who, &key, ciphertext(&request.ciphertext)?, &aad)?;
@@ -400,7 +406,7 @@ impl KeyService for Keys {
         let request = request.into_inner();
         let key = key_ref(&request.key)?;
         name_key(call.as_ref(), &key).await?;
-        let aad = aad(request.aad)?;
+        let aad = validated_aad(request.aad)?;
         let result = self
             .kms
             .rewrap(&who, &key, ciphertext(&request.ciphertext)?, &aad)?;

@@ -20,6 +20,7 @@ mod lifecycle;
 mod persistence;
 mod policies;
 mod registrations;
+mod rest;
 mod rotation;
 mod sdk;
 mod seeding;
