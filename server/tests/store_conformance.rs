@@ -369,6 +369,36 @@ async fn crash_100_cycles() {
     crash_cycles(100, 6).await;
 }
 
+/// Creates a root key named `name` and wraps a generated data key under it; returns the key's
+/// CRN and the acknowledged facts (the ciphertext and its plaintext).
+async fn create_and_wrap(client: &mut Keys, instance: &str, name: String) -> (String, KeyFacts) {
+    let key = client
+        .create_key(pb::CreateKeyRequest {
+            instance: instance.to_owned(),
+            name,
+            r#type: pb::KeyType::Root as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap();
+    let wrapped = client
+        .wrap_key(pb::WrapKeyRequest {
+            key: key.crn.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let facts = KeyFacts {
+        wraps: vec![(wrapped.ciphertext, wrapped.plaintext)],
+        ..Default::default()
+    };
+    (key.crn, facts)
+}
+
 /// Builds a stopped data directory holding `keys` acknowledged keys (some rotated, aliased,
 /// deleted) and returns what was acknowledged.
 async fn populated(dir: &Path) -> Acknowledged {
@@ -379,34 +409,11 @@ async fn populated(dir: &Path) -> Acknowledged {
     // One writer, stopped after a fixed count: no call is in flight when the server stops.
     let mut client = keys(channel.clone());
     for n in 0..24 {
-        let key = client
-            .create_key(pb::CreateKeyRequest {
-                instance: instance.clone(),
-                name: format!("k{n}"),
-                r#type: pb::KeyType::Root as i32,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .key
-            .unwrap();
-        let wrapped = client
-            .wrap_key(pb::WrapKeyRequest {
-                key: key.crn.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let mut entry = KeyFacts {
-            wraps: vec![(wrapped.ciphertext, wrapped.plaintext)],
-            ..Default::default()
-        };
+        let (crn, mut entry) = create_and_wrap(&mut client, &instance, format!("k{n}")).await;
         if n % 2 == 0 {
             client
                 .rotate_key(pb::RotateKeyRequest {
-                    key: key.crn.clone(),
+                    key: crn.clone(),
                     ..Default::default()
                 })
                 .await
@@ -417,7 +424,7 @@ async fn populated(dir: &Path) -> Acknowledged {
             let alias = format!("alias-{n}");
             client
                 .create_key_alias(pb::CreateKeyAliasRequest {
-                    key: key.crn.clone(),
+                    key: crn.clone(),
                     alias: alias.clone(),
                 })
                 .await
@@ -427,7 +434,7 @@ async fn populated(dir: &Path) -> Acknowledged {
         if n % 5 == 4 {
             client
                 .delete_key(pb::DeleteKeyRequest {
-                    key: key.crn.clone(),
+                    key: crn.clone(),
                     force: true,
                 })
                 .await
@@ -435,7 +442,7 @@ async fn populated(dir: &Path) -> Acknowledged {
             entry.deleted = true;
             entry.delete_sent = true;
         }
-        acknowledged.keys.insert(key.crn, entry);
+        acknowledged.keys.insert(crn, entry);
     }
     // A graceful stop (SIGTERM), as an operator stops a server before touching its files.
     Command::new("kill")
@@ -694,33 +701,8 @@ async fn full_disk() {
     let mut client = keys(channel.clone());
     let mut acknowledged = Acknowledged::default();
     for n in 0..5 {
-        let key = client
-            .create_key(pb::CreateKeyRequest {
-                instance: instance.clone(),
-                name: format!("before-{n}"),
-                r#type: pb::KeyType::Root as i32,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .key
-            .unwrap();
-        let wrapped = client
-            .wrap_key(pb::WrapKeyRequest {
-                key: key.crn.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        acknowledged.keys.insert(
-            key.crn,
-            KeyFacts {
-                wraps: vec![(wrapped.ciphertext, wrapped.plaintext)],
-                ..Default::default()
-            },
-        );
+        let (crn, facts) = create_and_wrap(&mut client, &instance, format!("before-{n}")).await;
+        acknowledged.keys.insert(crn, facts);
     }
 
     let filler = fill(&dir);
