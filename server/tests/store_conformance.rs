@@ -739,7 +739,12 @@ async fn full_disk() {
     // The trail fails closed: a data call is either recorded (its event fits in pages the
     // engine frees and reuses) or refused; never answered OK unrecorded. The ones answered OK
     // are looked up in the trail once space is back, by their correlation ids.
-    let (crn, facts) = acknowledged.keys.iter().next().unwrap();
+    // A key created before the disk filled (keys created while full have no wraps).
+    let (crn, facts) = acknowledged
+        .keys
+        .iter()
+        .find(|(_, facts)| !facts.wraps.is_empty())
+        .unwrap();
     let mut answered_ok = Vec::new();
     let mut data_refusals = 0;
     for n in 0..20 {
